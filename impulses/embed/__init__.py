@@ -1,0 +1,1 @@
+"""Embedding cache: dataset sources, the HDF5 store and frozen-encoder extraction."""

@@ -1,0 +1,510 @@
+"""The HDF5 embedding store (DESIGN.md's data contract): one embedding per sample, written once, read often.
+
+A store is written as ``NAME.partial`` by a :class:`StoreWriter`, chunk by chunk, and renamed to
+``NAME`` only when complete, so a reader never sees half-written features. An interrupted write
+resumes from ``rows_done`` when the run's fingerprint (encoder, encoder weights, source, transform)
+matches and is refused when it does not. :class:`EmbeddingStore` reads a finished store lazily:
+the HDF5 file is opened on first access, once per process, so a store can be handed to DataLoader
+workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from impulses import __version__
+from impulses.errors import StoreError
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+DTYPES = ("float16", "float32")
+CHUNK_BYTES = 1 << 20  # ~1 MiB row chunks: a row slice touches few chunks, a full scan streams
+PARTIAL_SUFFIX = ".partial"
+_STR = h5py.string_dtype("utf-8")
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """Where the store at ``path`` lives while it is being written."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def rows_per_chunk(dim: int, dtype: str) -> int:
+    """Rows in one ~1 MiB HDF5 chunk for embeddings of ``dim`` values of ``dtype``."""
+    return max(1, CHUNK_BYTES // (dim * np.dtype(dtype).itemsize))
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store's content depends on; its fingerprint decides whether a partial store may be resumed."""
+
+    encoder: str
+    source: str
+    encoder_sha256: str = ""
+    transform: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transform_json(self) -> str:
+        return json.dumps(self.transform, sort_keys=True, default=str)
+
+    @property
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            [self.encoder, self.encoder_sha256, self.source, self.transform_json], separators=(",", ":")
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such embedding store") from None
+    except OSError as err:
+        raise StoreError(f"{path}: not a readable HDF5 embedding store ({err})") from None
+
+
+def _attr(attrs: h5py.AttributeManager, key: str, default: Any = None) -> Any:
+    value = attrs.get(key, default)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class EmbeddingStore:
+    """A finished embedding store, read lazily.
+
+    ``EmbeddingStore.open(path)`` validates the file (schema version, completeness, row counts);
+    ``ids``, ``targets`` and ``class_names`` are read once and cached; ``read()`` returns rows as
+    float32 (float16 on disk halves the file, float32 in memory keeps arithmetic exact enough).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._ids: np.ndarray | None = None
+        self._targets: np.ndarray | None = None
+        self._row_of: dict[str, int] | None = None
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, check_finite: bool = False) -> EmbeddingStore:
+        """Open and validate the store at ``path``; raise :class:`StoreError` saying what is wrong."""
+        path = Path(path)
+        if not path.exists():
+            hint = " (an unfinished run left a .partial file: rerun it to resume)" if partial_path(path).exists() else ""
+            raise StoreError(f"{path}: no such embedding store{hint}")
+        store = cls(path)
+        store.validate()
+        if check_finite:
+            store.check_finite()
+        return store
+
+    def _h5(self) -> h5py.File:
+        """The open HDF5 file, (re)opened in this process: safe across fork into DataLoader workers."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = _open_h5(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.path)!r})"
+
+    # -- validation ------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check the schema version, completeness and that every dataset has one row per sample."""
+        f = self._h5()
+        where = str(self.path)
+        for name in ("embeddings", "ids", "targets"):
+            if name not in f:
+                raise StoreError(f"{where}: not an embedding store (no /{name} dataset)")
+        version = _attr(f.attrs, "schema_version")
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise StoreError(
+                f"{where}: schema_version {version!r} is not supported by impulses {__version__} "
+                f"(supported: {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})"
+            )
+        if not _attr(f.attrs, "complete", False):
+            raise StoreError(f"{where}: the store is marked incomplete (rows_done={_attr(f.attrs, 'rows_done')})")
+        emb = f["embeddings"]
+        if emb.ndim != 2:
+            raise StoreError(f"{where}: /embeddings must be 2-D, found shape {emb.shape}")
+        n, dim = emb.shape
+        for name in ("ids", "targets"):
+            if f[name].shape != (n,):
+                raise StoreError(f"{where}: /{name} has shape {f[name].shape}, /embeddings has {n} rows")
+        rows_done = _attr(f.attrs, "rows_done")
+        if rows_done != n:
+            raise StoreError(f"{where}: rows_done={rows_done} but /embeddings has {n} rows")
+        if _attr(f.attrs, "dim") != dim:
+            raise StoreError(f"{where}: attribute dim={_attr(f.attrs, 'dim')} but /embeddings has {dim} columns")
+        self._validate_shards(f)
+
+    def _validate_shards(self, f: h5py.File) -> None:
+        """A store joined from shard files (virtual datasets) must find every shard, complete."""
+        shards = json.loads(_attr(f.attrs, "shards", "[]"))
+        fingerprint = _attr(f.attrs, "fingerprint")
+        for shard in shards:
+            shard_path = self.path.parent / shard["path"]
+            if not shard_path.exists():
+                raise StoreError(f"{self.path}: shard {shard_path} is missing")
+            with _open_h5(shard_path, "r") as sf:
+                if not _attr(sf.attrs, "complete", False):
+                    raise StoreError(f"{self.path}: shard {shard_path} is incomplete")
+                if _attr(sf.attrs, "fingerprint") != fingerprint:
+                    raise StoreError(f"{self.path}: shard {shard_path} belongs to a different run (fingerprint differs)")
+                if sf["embeddings"].shape[0] != shard["rows"]:
+                    raise StoreError(
+                        f"{self.path}: shard {shard_path} has {sf['embeddings'].shape[0]} rows, expected {shard['rows']}"
+                    )
+
+    def check_finite(self, batch_rows: int = 65536) -> None:
+        """Scan every row; raise naming the first ids whose embedding holds NaN or Inf."""
+        for start, block in self.iter_batches(batch_rows):
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any():
+                rows = np.flatnonzero(bad)[:5] + start
+                names = ", ".join(str(self.ids[r]) for r in rows)
+                raise StoreError(f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf, first ids: {names}")
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Root attributes as plain Python values (``transform`` decoded from JSON)."""
+        meta = {key: _attr(self._h5().attrs, key) for key in self._h5().attrs}
+        for key in ("transform", "skipped", "shards"):
+            if isinstance(meta.get(key), str):
+                meta[key] = json.loads(meta[key])
+        return meta
+
+    @property
+    def fingerprint(self) -> str:
+        return str(_attr(self._h5().attrs, "fingerprint", ""))
+
+    @property
+    def dim(self) -> int:
+        return int(self._h5()["embeddings"].shape[1])
+
+    @property
+    def dtype(self) -> str:
+        return str(self._h5()["embeddings"].dtype)
+
+    def __len__(self) -> int:
+        return int(self._h5()["embeddings"].shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        return len(self)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Sample ids (object array of str), in row order."""
+        if self._ids is None:
+            self._ids = self._h5()["ids"].asstr()[()].astype(object)
+        return self._ids
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The source's class index per row (int64), -1 where unknown."""
+        if self._targets is None:
+            self._targets = np.asarray(self._h5()["targets"][()], dtype=np.int64)
+        return self._targets
+
+    @property
+    def class_names(self) -> list[str] | None:
+        f = self._h5()
+        return list(f["class_names"].asstr()[()]) if "class_names" in f else None
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Samples left out by ``--skip-bad``, each ``{"id": ..., "error": ...}``."""
+        return list(self.meta.get("skipped") or [])
+
+    # -- rows ------------------------------------------------------------------------------------
+    @property
+    def embeddings(self) -> h5py.Dataset:
+        """The on-disk ``/embeddings`` dataset (lazy, sliceable, stored dtype)."""
+        return self._h5()["embeddings"]
+
+    def read(self, rows: slice | Sequence[int] | np.ndarray | None = None, dtype: Any = np.float32) -> np.ndarray:
+        """Rows of embeddings as an in-memory array: all (``None``), a slice, or row indices in any order."""
+        ds = self.embeddings
+        if rows is None:
+            rows = slice(None)
+        if isinstance(rows, slice):
+            return np.asarray(ds[rows], dtype=dtype)
+        index = np.asarray(rows, dtype=np.int64)
+        if index.size == 0:
+            return np.empty((0, self.dim), dtype=dtype)
+        if index.min() < 0 or index.max() >= len(self):
+            raise IndexError(f"row index out of range for {self.path} with {len(self)} rows")
+        lo, hi = int(index.min()), int(index.max()) + 1
+        return np.asarray(ds[lo:hi], dtype=dtype)[index - lo]
+
+    def iter_batches(self, batch_rows: int, dtype: Any = np.float32) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_row, block)`` over the store in order, ``batch_rows`` rows at a time."""
+        n = len(self)
+        for start in range(0, n, batch_rows):
+            yield start, self.read(slice(start, min(n, start + batch_rows)), dtype=dtype)
+
+    def rows_of(self, ids: Sequence[str] | np.ndarray, *, what: str = "ids") -> np.ndarray:
+        """Row index of each id; raise :class:`StoreError` naming the ids the store does not hold."""
+        if self._row_of is None:
+            self._row_of = {key: row for row, key in enumerate(self.ids)}
+        lookup = self._row_of
+        rows = np.fromiter((lookup.get(key, -1) for key in ids), dtype=np.int64, count=len(ids))
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            shown = ", ".join(repr(str(ids[i])) for i in missing[:5])
+            more = f" and {missing.size - 5} more" if missing.size > 5 else ""
+            raise StoreError(f"{missing.size} {what} not in {self.path}: {shown}{more}")
+        return rows
+
+    # -- one-shot writing ------------------------------------------------------------------------
+    @classmethod
+    def write(
+        cls,
+        path: str | os.PathLike[str],
+        embeddings: np.ndarray,
+        ids: Sequence[str],
+        *,
+        targets: Sequence[int] | np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+        spec: StoreSpec | None = None,
+        dtype: str = "float16",
+        overwrite: bool = False,
+    ) -> EmbeddingStore:
+        """Write an in-memory feature matrix as a complete store (for features made elsewhere)."""
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2:
+            raise StoreError(f"{path}: embeddings must be 2-D (N, D), got shape {embeddings.shape}")
+        n = embeddings.shape[0]
+        if targets is None:
+            targets = np.full(n, -1, dtype=np.int64)
+        writer = StoreWriter.create(
+            path,
+            spec=spec or StoreSpec(encoder="array", source="array"),
+            dim=embeddings.shape[1],
+            capacity=n,
+            dtype=dtype,
+            class_names=class_names,
+            overwrite=overwrite,
+            resume=False,
+        )
+        writer.append(embeddings, ids, targets)
+        return writer.finalize()
+
+
+class StoreWriter:
+    """Writes a store chunk by chunk into ``NAME.partial``; ``finalize`` renames it to ``NAME``.
+
+    Every :meth:`append` commits its rows (and the ``rows_done`` counter) before returning, so a
+    run killed at any point resumes from the last finished chunk. ``items_done`` counts source
+    samples consumed, skipped ones included, so a resumed run knows where to continue reading.
+    """
+
+    def __init__(self, path: Path, file: h5py.File, spec: StoreSpec) -> None:
+        self.path = path
+        self.partial = partial_path(path)
+        self._f = file
+        self.spec = spec
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        spec: StoreSpec,
+        dim: int,
+        capacity: int,
+        dtype: str = "float16",
+        class_names: Sequence[str] | None = None,
+        overwrite: bool = False,
+        resume: bool = True,
+        extra_attrs: dict[str, Any] | None = None,
+    ) -> StoreWriter:
+        """Start a new store at ``path`` or, with ``resume``, continue the matching ``.partial`` one."""
+        path = Path(path)
+        if dtype not in DTYPES:
+            raise StoreError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+        partial = partial_path(path)
+        if partial.exists() and resume and not overwrite:
+            return cls._resume(path, spec=spec, dim=dim, capacity=capacity, dtype=dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        f = _open_h5(partial, "w")
+        try:
+            cls._layout(f, dim=dim, capacity=capacity, dtype=dtype, class_names=class_names)
+            attrs = {
+                "schema_version": SCHEMA_VERSION,
+                "encoder": spec.encoder,
+                "encoder_sha256": spec.encoder_sha256,
+                "source": spec.source,
+                "transform": spec.transform_json,
+                "fingerprint": spec.fingerprint,
+                "dim": int(dim),
+                "dtype": dtype,
+                "complete": False,
+                "rows_done": 0,
+                "items_done": 0,
+                "capacity": int(capacity),
+                "skipped": "[]",
+                "impulses_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            attrs.update(extra_attrs or {})
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.flush()
+        except BaseException:
+            f.close()
+            partial.unlink(missing_ok=True)
+            raise
+        return cls(path, f, spec)
+
+    @staticmethod
+    def _layout(f: h5py.File, *, dim: int, capacity: int, dtype: str, class_names: Sequence[str] | None) -> None:
+        chunk = min(rows_per_chunk(dim, dtype), max(1, capacity))
+        early = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        # Allocate every chunk now: later appends only write raw data, so a kill cannot tear the index.
+        early.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        f.create_dataset(
+            "embeddings", shape=(capacity, dim), maxshape=(None, dim), dtype=dtype, chunks=(chunk, dim), dcpl=early
+        )
+        id_chunk = min(65536, max(1, capacity))
+        f.create_dataset("ids", shape=(capacity,), maxshape=(None,), dtype=_STR, chunks=(id_chunk,))
+        f.create_dataset(
+            "targets", shape=(capacity,), maxshape=(None,), dtype=np.int64, chunks=(id_chunk,), fillvalue=-1
+        )
+        if class_names is not None:
+            f.create_dataset("class_names", data=np.array(list(class_names), dtype=object), dtype=_STR)
+
+    @classmethod
+    def _resume(cls, path: Path, *, spec: StoreSpec, dim: int, capacity: int, dtype: str) -> StoreWriter:
+        partial = partial_path(path)
+        f = _open_h5(partial, "r+")
+        try:
+            found = _attr(f.attrs, "fingerprint")
+            if found != spec.fingerprint:
+                raise StoreError(
+                    f"{partial} was started by a different run (encoder, weights, data or transform differ: "
+                    f"fingerprint {str(found)[:12]} != {spec.fingerprint[:12]}); "
+                    "use --overwrite to start over or choose another --out"
+                )
+            for key, want in (("dim", dim), ("dtype", dtype), ("capacity", capacity)):
+                if _attr(f.attrs, key) != want:
+                    raise StoreError(
+                        f"{partial}: cannot resume, {key}={_attr(f.attrs, key)!r} but this run has {key}={want!r}; "
+                        "use --overwrite to start over"
+                    )
+        except BaseException:
+            f.close()
+            raise
+        return cls(path, f, spec)
+
+    @property
+    def rows_done(self) -> int:
+        return int(_attr(self._f.attrs, "rows_done"))
+
+    @property
+    def items_done(self) -> int:
+        return int(_attr(self._f.attrs, "items_done"))
+
+    @property
+    def capacity(self) -> int:
+        return int(_attr(self._f.attrs, "capacity"))
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return json.loads(_attr(self._f.attrs, "skipped", "[]"))
+
+    def append(
+        self,
+        embeddings: np.ndarray,
+        ids: Sequence[str],
+        targets: Sequence[int] | np.ndarray,
+        *,
+        items: int | None = None,
+        skipped: Sequence[dict[str, str]] = (),
+    ) -> None:
+        """Write the next rows and commit them; ``items`` source samples were consumed (default: one per row)."""
+        embeddings = np.asarray(embeddings)
+        n = embeddings.shape[0]
+        if len(ids) != n or len(targets) != n:
+            raise ValueError(f"append: {n} embeddings but {len(ids)} ids and {len(targets)} targets")
+        start = self.rows_done
+        if start + n > self.capacity:
+            raise StoreError(f"{self.partial}: appending {n} rows after {start} exceeds capacity {self.capacity}")
+        if n:
+            self._f["embeddings"][start : start + n] = embeddings
+            self._f["ids"][start : start + n] = np.asarray([str(i) for i in ids], dtype=object)
+            self._f["targets"][start : start + n] = np.asarray(targets, dtype=np.int64)
+        attrs = self._f.attrs
+        if skipped:
+            attrs["skipped"] = json.dumps(self.skipped + list(skipped))
+        attrs["items_done"] = self.items_done + (n if items is None else int(items))
+        attrs["rows_done"] = start + n
+        self._f.flush()
+
+    def finalize(self) -> EmbeddingStore:
+        """Trim to the rows written, check ids are unique, mark complete and rename into place."""
+        f = self._f
+        n = self.rows_done
+        for name in ("embeddings", "ids", "targets"):
+            if f[name].shape[0] != n:
+                f[name].resize(n, axis=0)
+        ids = f["ids"].asstr()[()]
+        unique, counts = np.unique(ids, return_counts=True)
+        if unique.size != n:
+            dupes = ", ".join(repr(str(u)) for u in unique[counts > 1][:5])
+            raise StoreError(f"{self.partial}: duplicate ids {dupes}; ids must be unique")
+        f.attrs["complete"] = True
+        f.flush()
+        f.close()
+        with open(self.partial, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.partial, self.path)
+        return EmbeddingStore.open(self.path)
+
+    def close(self) -> None:
+        """Close without finalizing: the ``.partial`` file stays and a rerun resumes from it."""
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Encoders: backbone registry, projector, augmentations, contrastive losses, pretraining."""

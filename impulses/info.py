@@ -1,0 +1,78 @@
+"""Summaries of stores and label sets for ``impulses info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from impulses.errors import ImpulsesError
+
+LABEL_SET_SUFFIXES = (".parquet", ".csv")
+
+
+def describe(path: Path, *, check: bool = False) -> dict[str, Any]:
+    """Summary of a store or a label set, chosen by the file's suffix."""
+    if path.suffix.lower() in LABEL_SET_SUFFIXES:
+        from impulses.pu.labels import describe_label_set
+
+        return describe_label_set(path)
+    return describe_store(path, check=check)
+
+
+def describe_store(path: Path, *, check: bool = False) -> dict[str, Any]:
+    """Metadata, row count and class balance of an embedding store."""
+    from impulses.embed.store import EmbeddingStore
+
+    if not path.exists():
+        from impulses.embed.store import partial_path
+
+        if partial_path(path).exists():
+            return describe_partial(partial_path(path))
+        raise ImpulsesError(f"{path}: no such file")
+    store = EmbeddingStore.open(path, check_finite=check)
+    meta = store.meta
+    summary: dict[str, Any] = {"kind": "embedding store", "rows": len(store), "dim": store.dim, "dtype": store.dtype}
+    for key in ("encoder", "encoder_sha256", "source", "transform", "fingerprint", "schema_version",
+                "impulses_version", "created"):
+        summary[key] = meta.get(key)
+    summary["class_balance"] = class_balance(store.targets, store.class_names)
+    if store.skipped:
+        summary["skipped"] = store.skipped
+    if meta.get("shards"):
+        summary["shards"] = [shard["path"] for shard in meta["shards"]]
+    if check:
+        summary["finite"] = "yes (every row scanned)"
+    return summary
+
+
+def describe_partial(path: Path) -> dict[str, Any]:
+    """Progress of an unfinished store, so a user can see how far an interrupted run got."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        attrs = {key: f.attrs[key] for key in f.attrs}
+    return {
+        "kind": "unfinished embedding store (rerun the same command to resume)",
+        "rows_done": int(attrs.get("rows_done", 0)),
+        "capacity": int(attrs.get("capacity", 0)),
+        "encoder": str(attrs.get("encoder")),
+        "source": str(attrs.get("source")),
+        "fingerprint": str(attrs.get("fingerprint")),
+    }
+
+
+def class_balance(targets: np.ndarray, class_names: list[str] | None) -> dict[str, int]:
+    """Rows per class (by name when known); ``unknown`` counts targets of -1."""
+    values, counts = np.unique(targets, return_counts=True)
+    balance = {}
+    for value, count in zip(values.tolist(), counts.tolist()):
+        if value < 0:
+            key = "unknown"
+        elif class_names and value < len(class_names):
+            key = f"{value} {class_names[value]}"
+        else:
+            key = str(value)
+        balance[key] = count
+    return balance

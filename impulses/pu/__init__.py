@@ -1,0 +1,1 @@
+"""Positive-unlabeled learning on any feature matrix: label sets, losses, linear heads, metrics."""
