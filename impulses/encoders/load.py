@@ -1,0 +1,114 @@
+"""``load_encoder``: a frozen encoder plus what ``impulses embed`` needs to run it (name, hash, transform).
+
+The spec is either an encoder name (ours or timm's) or an ``impulses pretrain`` checkpoint (``DIR`` or
+``DIR/last.pt``). The sha256 identifies the weights for the store fingerprint: the checkpoint's or
+weights file's bytes, else the state dict's bytes. A randomly initialised encoder is built under a
+fixed seed, so its hash (and its embeddings) are the same in every run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from impulses.encoders.augment import test_transform_config
+from impulses.encoders.checkpoint import checkpoint_path, file_sha256, load_checkpoint, state_dict_sha256
+from impulses.encoders.registry import create_encoder, registered
+from impulses.errors import ImpulsesError
+
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    """A frozen encoder (eval mode, no grad) and the facts a store records about it."""
+
+    model: nn.Module
+    name: str
+    sha256: str
+    preset: str
+    transform: dict = field(default_factory=dict)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.endswith((".pt", ".pth")) or Path(spec).exists()
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def default_preset(name: str, *, cifar_stem: bool) -> str:
+    """The preset an encoder loaded by name expects: ours say; timm: ``cifar`` with the CIFAR stem."""
+    entry = registered(name)
+    if entry is not None:
+        return entry.preset
+    return "cifar" if cifar_stem else "imagenet"
+
+
+def load_encoder(
+    spec: str | os.PathLike[str],
+    *,
+    cifar_stem: bool = False,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+) -> LoadedEncoder:
+    """Build (name) or restore (checkpoint) an encoder, frozen and in eval mode, on the CPU."""
+    spec = str(spec)
+    if _looks_like_path(spec):
+        return _from_checkpoint(spec, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = create_encoder(spec, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights)
+    sha = file_sha256(weights) if weights is not None else state_dict_sha256(model.state_dict())
+    preset = default_preset(spec, cifar_stem=cifar_stem)
+    transform = test_transform_config(preset, in_chans=int(getattr(model, "in_chans", 3)))
+    cfg = getattr(model, "pretrained_cfg", None)
+    if (
+        cfg and not cifar_stem and preset == "imagenet"
+    ):  # timm knows the resolution/normalisation it was made for
+        transform.update(
+            image_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+            mean=list(cfg.get("mean", transform["mean"])),
+            std=list(cfg.get("std", transform["std"])),
+            crop_pct=float(cfg.get("crop_pct", 1.0)) if pretrained or weights else 1.0,
+            interpolation=cfg.get("interpolation", "bilinear") or "bilinear",
+        )
+    return LoadedEncoder(_freeze(model), spec, sha, preset, transform)
+
+
+def _from_checkpoint(
+    spec: str, *, cifar_stem: bool, pretrained: bool, weights: str | Path | None
+) -> LoadedEncoder:
+    path = checkpoint_path(spec)
+    if pretrained or weights is not None:
+        raise ImpulsesError(
+            f"{path}: a pretraining checkpoint carries its weights; drop --pretrained/--weights"
+        )
+    checkpoint = load_checkpoint(path)
+    info = checkpoint["encoder"]
+    try:
+        name, stem, in_chans = str(info["name"]), bool(info["cifar_stem"]), int(info["in_chans"])
+    except (KeyError, TypeError, ValueError):
+        raise ImpulsesError(f"{path}: checkpoint's 'encoder' entry lacks name/cifar_stem/in_chans") from None
+    if cifar_stem and not stem:
+        raise ImpulsesError(
+            f"{path}: --cifar-stem given, but this checkpoint's {name} was trained without it"
+        )
+    with torch.random.fork_rng(devices=[]):
+        model = create_encoder(name, cifar_stem=stem, in_chans=in_chans)
+    try:
+        model.load_state_dict(checkpoint["encoder_state"], strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ImpulsesError(f"{path}: encoder_state does not fit {name} ({first})") from None
+    return LoadedEncoder(
+        _freeze(model), name, file_sha256(path), str(checkpoint["preset"]), dict(checkpoint["transform"])
+    )

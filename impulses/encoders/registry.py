@@ -1,0 +1,181 @@
+"""Encoder registry: our own small encoders by name, every timm model by name, one ``create_encoder``.
+
+Modelled on timm's registry: ``@register_encoder("name")`` adds a factory, ``create_encoder`` builds a
+module mapping images (B, C, H, W) to features (B, num_features) and exposing ``num_features``, and
+``list_encoders`` lists names with shell-style wildcards. Names not registered here go to
+``timm.create_model(name, num_classes=0)`` (the classifier removed, so the output is the pooled feature).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from impulses.errors import ImpulsesError
+
+EncoderFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class RegisteredEncoder:
+    """A factory of ours plus the augmentation preset its inputs are meant for."""
+
+    name: str
+    factory: EncoderFactory
+    preset: str
+
+
+_REGISTRY: dict[str, RegisteredEncoder] = {}
+
+
+def register_encoder(name: str, *, preset: str = "cifar") -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator registering ``factory(*, in_chans=3, cifar_stem=False) -> nn.Module`` under ``name``.
+
+    ``preset`` is the augmentation preset (see :mod:`impulses.encoders.augment`) the encoder expects
+    when it is loaded by name, without a pretraining checkpoint that records one.
+    """
+
+    def decorate(factory: EncoderFactory) -> EncoderFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"encoder {name!r} is already registered")
+        _REGISTRY[name] = RegisteredEncoder(name, factory, preset)
+        return factory
+
+    return decorate
+
+
+def registered(name: str) -> RegisteredEncoder | None:
+    """Our registry entry for ``name``, or None when the name is (possibly) a timm model."""
+    _load_builtin()
+    return _REGISTRY.get(name)
+
+
+def list_encoders(pattern: str = "*") -> list[str]:
+    """Names matching ``pattern`` (fnmatch wildcards): ours first, then timm's, each sorted."""
+    import timm
+
+    _load_builtin()
+    ours = sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
+    return ours + [name for name in timm.list_models(pattern) if name not in _REGISTRY]
+
+
+def create_encoder(
+    name: str,
+    *,
+    cifar_stem: bool = False,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    in_chans: int = 3,
+) -> nn.Module:
+    """A feature extractor ``images (B, in_chans, H, W) -> (B, num_features)``.
+
+    ``cifar_stem`` swaps a ResNet's 7x7 stride-2 ``conv1`` for a 3x3 stride-1 convolution and drops the
+    max-pool, so 8-32 px images keep their resolution. ``pretrained`` asks timm for its published
+    weights (needs network access or timm's cache). ``weights`` loads a local state dict strictly
+    (after the stem change), see :func:`load_weights`.
+    """
+    entry = registered(name)
+    if entry is not None:
+        if pretrained:
+            raise ImpulsesError(
+                f"--encoder {name}: has no published weights (drop --pretrained or use --weights)"
+            )
+        model = entry.factory(in_chans=in_chans, cifar_stem=cifar_stem)
+    else:
+        model = _create_timm(name, pretrained=pretrained, in_chans=in_chans)
+        if cifar_stem:
+            apply_cifar_stem(model, name)
+    if not hasattr(model, "num_features"):
+        raise ImpulsesError(f"--encoder {name}: the model does not expose num_features")
+    if weights is not None:
+        load_weights(model, weights, name=name)
+    return model
+
+
+def _create_timm(name: str, *, pretrained: bool, in_chans: int) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = list_encoders(f"*{name}*")[:5]
+        hint = f" (similar: {', '.join(close)})" if close else " (see `list_encoders('*pattern*')`)"
+        raise ImpulsesError(f"--encoder {name!r} is not a known encoder{hint}")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
+    except (OSError, RuntimeError, ValueError) as err:
+        if pretrained:
+            raise ImpulsesError(
+                f"--encoder {name} --pretrained: could not get its published weights ({err}); "
+                "download them where there is network access, or pass --weights FILE"
+            ) from None
+        raise
+
+
+def apply_cifar_stem(model: nn.Module, name: str = "model") -> nn.Module:
+    """Replace ``conv1`` by a 3x3 stride-1 pad-1 convolution and ``maxpool`` by Identity (in place)."""
+    conv = getattr(model, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(model, "maxpool"):
+        raise ImpulsesError(
+            f"--cifar-stem: {name} has no single conv1 + maxpool stem (use a ResNet such as resnet18/resnet50)"
+        )
+    model.conv1 = nn.Conv2d(
+        conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+    )
+    model.maxpool = nn.Identity()
+    return model
+
+
+def load_weights(model: nn.Module, weights: str | Path, *, name: str = "model") -> None:
+    """Load a local state dict into ``model`` strictly; any mismatch is a one-line ImpulsesError.
+
+    Accepted: a plain state dict, a dict holding one under ``state_dict``/``model``/``encoder_state``
+    (the last is an ``impulses pretrain`` checkpoint), or a ``.safetensors`` file. Keys of the
+    model's classifier (timm's ``pretrained_cfg["classifier"]``, e.g. ``fc``), which the feature
+    extractor does not have, are dropped; every other key must match in name and shape.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise ImpulsesError(f"--weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for unreadable files
+        raise ImpulsesError(
+            f"--weights {path}: not a readable state dict ({type(err).__name__}: {err})"
+        ) from None
+    for key in ("encoder_state", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ImpulsesError(f"--weights {path}: not a state dict of tensors")
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    if classifier:
+        prefixes = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        state = {k: v for k, v in state.items() if not any(k.startswith(p + ".") for p in prefixes)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+        raise ImpulsesError(f"--weights {path} does not fit {name} ({'; '.join(parts)})")
+    model.load_state_dict(state, strict=True)
+
+
+def _load_builtin() -> None:
+    """Import the modules whose decorators register our own encoders."""
+    from impulses.encoders import small  # noqa: F401
