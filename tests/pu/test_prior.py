@@ -42,9 +42,9 @@ def test_prior_conversions_invert_each_other(p, c):
 
 
 def test_prior_conversion_rejects_values_outside_unit_interval():
-    with pytest.raises(ImpulsesError, match="label_frequency = 1.2"):
+    with pytest.raises(ImpulsesError, match=r"label_frequency = 1\.2"):
         prior_from_class_prior(0.1, 1.2)
-    with pytest.raises(ImpulsesError, match="prior = -0.1"):
+    with pytest.raises(ImpulsesError, match=r"prior = -0\.1"):
         class_prior_from_prior(-0.1, 0.2)
 
 
@@ -147,7 +147,7 @@ def test_estimate_prior_errors():
     X = np.zeros((10, 2))
     with pytest.raises(ImpulsesError, match="at least 2 labeled"):
         estimate_prior(X, np.r_[1, np.zeros(9, dtype=int)])
-    with pytest.raises(ImpulsesError, match="must be 0 .* or 1"):
+    with pytest.raises(ImpulsesError, match=r"must be 0 .* or 1"):
         estimate_prior(X, np.full(10, 2))
     with pytest.raises(ImpulsesError, match="unknown prior estimator"):
         estimate_prior(X, np.r_[1, 1, np.zeros(8, dtype=int)], methods=("tice",))
