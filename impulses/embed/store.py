@@ -46,12 +46,18 @@ def rows_per_chunk(dim: int, dtype: str) -> int:
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """What a store's content depends on; its fingerprint decides whether a partial store may be resumed."""
+    """What a store's content depends on; its fingerprint decides whether a partial store may be resumed.
+
+    ``source_digest`` (optional) hashes the source's content or file list, so that a folder whose
+    images changed under the same spec is not taken for the old one; it joins the fingerprint only
+    when set, so specs without one keep the fingerprint of (encoder, weights, source, transform).
+    """
 
     encoder: str
     source: str
     encoder_sha256: str = ""
     transform: dict[str, Any] = field(default_factory=dict)
+    source_digest: str = ""
 
     @property
     def transform_json(self) -> str:
@@ -59,9 +65,10 @@ class StoreSpec:
 
     @property
     def fingerprint(self) -> str:
-        payload = json.dumps(
-            [self.encoder, self.encoder_sha256, self.source, self.transform_json], separators=(",", ":")
-        )
+        parts = [self.encoder, self.encoder_sha256, self.source, self.transform_json]
+        if self.source_digest:
+            parts.append(self.source_digest)
+        payload = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -105,7 +112,11 @@ class EmbeddingStore:
         """Open and validate the store at ``path``; raise :class:`StoreError` saying what is wrong."""
         path = Path(path)
         if not path.exists():
-            hint = " (an unfinished run left a .partial file: rerun it to resume)" if partial_path(path).exists() else ""
+            hint = (
+                " (an unfinished run left a .partial file: rerun it to resume)"
+                if partial_path(path).exists()
+                else ""
+            )
             raise StoreError(f"{path}: no such embedding store{hint}")
         store = cls(path)
         store.validate()
@@ -155,7 +166,9 @@ class EmbeddingStore:
                 f"(supported: {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})"
             )
         if not _attr(f.attrs, "complete", False):
-            raise StoreError(f"{where}: the store is marked incomplete (rows_done={_attr(f.attrs, 'rows_done')})")
+            raise StoreError(
+                f"{where}: the store is marked incomplete (rows_done={_attr(f.attrs, 'rows_done')})"
+            )
         emb = f["embeddings"]
         if emb.ndim != 2:
             raise StoreError(f"{where}: /embeddings must be 2-D, found shape {emb.shape}")
@@ -167,7 +180,9 @@ class EmbeddingStore:
         if rows_done != n:
             raise StoreError(f"{where}: rows_done={rows_done} but /embeddings has {n} rows")
         if _attr(f.attrs, "dim") != dim:
-            raise StoreError(f"{where}: attribute dim={_attr(f.attrs, 'dim')} but /embeddings has {dim} columns")
+            raise StoreError(
+                f"{where}: attribute dim={_attr(f.attrs, 'dim')} but /embeddings has {dim} columns"
+            )
         self._validate_shards(f)
 
     def _validate_shards(self, f: h5py.File) -> None:
@@ -182,7 +197,9 @@ class EmbeddingStore:
                 if not _attr(sf.attrs, "complete", False):
                     raise StoreError(f"{self.path}: shard {shard_path} is incomplete")
                 if _attr(sf.attrs, "fingerprint") != fingerprint:
-                    raise StoreError(f"{self.path}: shard {shard_path} belongs to a different run (fingerprint differs)")
+                    raise StoreError(
+                        f"{self.path}: shard {shard_path} belongs to a different run (fingerprint differs)"
+                    )
                 if sf["embeddings"].shape[0] != shard["rows"]:
                     raise StoreError(
                         f"{self.path}: shard {shard_path} has {sf['embeddings'].shape[0]} rows, expected {shard['rows']}"
@@ -195,7 +212,9 @@ class EmbeddingStore:
             if bad.any():
                 rows = np.flatnonzero(bad)[:5] + start
                 names = ", ".join(str(self.ids[r]) for r in rows)
-                raise StoreError(f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf, first ids: {names}")
+                raise StoreError(
+                    f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf, first ids: {names}"
+                )
 
     # -- metadata --------------------------------------------------------------------------------
     @property
@@ -256,7 +275,9 @@ class EmbeddingStore:
         """The on-disk ``/embeddings`` dataset (lazy, sliceable, stored dtype)."""
         return self._h5()["embeddings"]
 
-    def read(self, rows: slice | Sequence[int] | np.ndarray | None = None, dtype: Any = np.float32) -> np.ndarray:
+    def read(
+        self, rows: slice | Sequence[int] | np.ndarray | None = None, dtype: Any = np.float32
+    ) -> np.ndarray:
         """Rows of embeddings as an in-memory array: all (``None``), a slice, or row indices in any order."""
         ds = self.embeddings
         if rows is None:
@@ -373,6 +394,7 @@ class StoreWriter:
                 "encoder_sha256": spec.encoder_sha256,
                 "source": spec.source,
                 "transform": spec.transform_json,
+                "source_digest": spec.source_digest,
                 "fingerprint": spec.fingerprint,
                 "dim": int(dim),
                 "dtype": dtype,
@@ -395,13 +417,20 @@ class StoreWriter:
         return cls(path, f, spec)
 
     @staticmethod
-    def _layout(f: h5py.File, *, dim: int, capacity: int, dtype: str, class_names: Sequence[str] | None) -> None:
+    def _layout(
+        f: h5py.File, *, dim: int, capacity: int, dtype: str, class_names: Sequence[str] | None
+    ) -> None:
         chunk = min(rows_per_chunk(dim, dtype), max(1, capacity))
         early = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         # Allocate every chunk now: later appends only write raw data, so a kill cannot tear the index.
         early.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
         f.create_dataset(
-            "embeddings", shape=(capacity, dim), maxshape=(None, dim), dtype=dtype, chunks=(chunk, dim), dcpl=early
+            "embeddings",
+            shape=(capacity, dim),
+            maxshape=(None, dim),
+            dtype=dtype,
+            chunks=(chunk, dim),
+            dcpl=early,
         )
         id_chunk = min(65536, max(1, capacity))
         f.create_dataset("ids", shape=(capacity,), maxshape=(None,), dtype=_STR, chunks=(id_chunk,))
@@ -466,7 +495,9 @@ class StoreWriter:
             raise ValueError(f"append: {n} embeddings but {len(ids)} ids and {len(targets)} targets")
         start = self.rows_done
         if start + n > self.capacity:
-            raise StoreError(f"{self.partial}: appending {n} rows after {start} exceeds capacity {self.capacity}")
+            raise StoreError(
+                f"{self.partial}: appending {n} rows after {start} exceeds capacity {self.capacity}"
+            )
         if n:
             self._f["embeddings"][start : start + n] = embeddings
             self._f["ids"][start : start + n] = np.asarray([str(i) for i in ids], dtype=object)
@@ -508,3 +539,94 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- joining shard stores ---------------------------------------------------------------------------
+_JOIN_ATTRS = (
+    "schema_version",
+    "encoder",
+    "encoder_sha256",
+    "source",
+    "transform",
+    "source_digest",
+    "fingerprint",
+    "dim",
+    "dtype",
+)
+
+
+def join_shards(
+    path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[str]], *, overwrite: bool = False
+) -> EmbeddingStore:
+    """Write a store at ``path`` that reads the complete ``shards``, in order, as one (HDF5 virtual datasets).
+
+    The shards must be finished stores of the same run (same fingerprint, dim and dtype) in the folder of
+    ``path`` or below it (their paths are recorded relative to it, so the set can be moved together).
+    Nothing is copied: ``/embeddings``, ``/ids`` and ``/targets`` map onto the shards' datasets, and the
+    ``shards`` attribute lists ``{"path", "rows"}`` so that opening the store checks each one is there,
+    complete and of the same run (a missing shard is an error, never fill values).
+    """
+    path = Path(path)
+    if not shards:
+        raise StoreError(f"{path}: no shard stores to join")
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+    opened = [EmbeddingStore.open(shard) for shard in shards]
+    try:
+        first = opened[0].meta
+        for store in opened[1:]:
+            meta = store.meta
+            for key in ("fingerprint", "dim", "dtype"):
+                if meta.get(key) != first.get(key):
+                    raise StoreError(
+                        f"{store.path}: {key}={meta.get(key)!r} differs from {opened[0].path}'s "
+                        f"{first.get(key)!r}; shards of one store must come from one run"
+                    )
+        dim, dtype = int(first["dim"]), str(first["dtype"])
+        counts = [len(store) for store in opened]
+        total = sum(counts)
+        rel = [os.path.relpath(store.path.resolve(), path.parent.resolve()) for store in opened]
+        if any(r.startswith("..") for r in rel):
+            raise StoreError(f"{path}: shard stores must be in its folder or below it, got {rel}")
+        layouts = {
+            "embeddings": h5py.VirtualLayout(shape=(total, dim), dtype=dtype),
+            "ids": h5py.VirtualLayout(shape=(total,), dtype=_STR),
+            "targets": h5py.VirtualLayout(shape=(total,), dtype=np.int64),
+        }
+        start = 0
+        for name, n in zip(rel, counts, strict=True):
+            for key, layout in layouts.items():
+                shape = (n, dim) if key == "embeddings" else (n,)
+                layout[start : start + n] = h5py.VirtualSource(name, key, shape=shape)
+            start += n
+        class_names = opened[0].class_names
+        raw_attrs = opened[0]._h5().attrs
+        copied = {key: raw_attrs[key] for key in _JOIN_ATTRS if key in raw_attrs}
+        skipped = [entry for store in opened for entry in store.skipped]
+        items_done = sum(int(store.meta.get("items_done", len(store))) for store in opened)
+    finally:
+        for store in opened:
+            store.close()
+    partial = partial_path(path)
+    partial.unlink(missing_ok=True)
+    with _open_h5(partial, "w") as f:
+        f.create_virtual_dataset("embeddings", layouts["embeddings"], fillvalue=np.nan)
+        f.create_virtual_dataset("ids", layouts["ids"])
+        f.create_virtual_dataset("targets", layouts["targets"], fillvalue=-1)
+        if class_names is not None:
+            f.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=_STR)
+        f.attrs.update(copied)
+        f.attrs.update(
+            {
+                "complete": True,
+                "rows_done": total,
+                "items_done": items_done,
+                "capacity": total,
+                "skipped": json.dumps(skipped),
+                "shards": json.dumps([{"path": r, "rows": n} for r, n in zip(rel, counts, strict=True)]),
+                "impulses_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+    os.replace(partial, path)
+    return EmbeddingStore.open(path)

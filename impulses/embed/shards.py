@@ -1,0 +1,145 @@
+"""Scale-out for ``impulses embed``: under torchrun each rank embeds one contiguous block of rows.
+
+``torchrun --nproc_per_node W -m impulses embed ... --out NAME.h5`` runs W copies of the command.
+Rank r embeds a block of whole batches into its own shard store ``NAME.rank{r}-of-{W}.h5`` (itself
+resumable, like any store), all ranks meet at a barrier, and rank 0 writes ``NAME.h5``, whose
+datasets are HDF5 virtual datasets over the shards (:func:`impulses.embed.store.join_shards`).
+Blocks are cut at the batch boundaries of a single-process run, so every image is embedded in the
+same batch as there, and the joined store reads exactly as the single-process one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from impulses.embed.datasets import ImageSource
+from impulses.embed.extract import EmbedResult, check_existing, embed
+from impulses.embed.store import StoreSpec, join_shards
+from impulses.errors import ImpulsesError
+
+BARRIER_TIMEOUT = timedelta(hours=48)  # ranks wait for the slowest one; torchrun stops them all if one fails
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """This process's place in a torchrun job (rank 0 of 1 outside one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> RankInfo:
+        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process)."""
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise ImpulsesError(
+                "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)"
+            ) from None
+        if world < 1 or not 0 <= rank < world:
+            raise ImpulsesError(f"RANK={rank} is not within WORLD_SIZE={world}")
+        return cls(rank, world, local)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def shard_path(out: str | os.PathLike[str], rank: int, world_size: int) -> Path:
+    """``runs/x.h5`` -> ``runs/x.rank0-of-2.h5``: rank ``rank``'s shard store, next to the joined one."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.rank{rank}-of-{world_size}{out.suffix}")
+
+
+def rank_items(n_items: int, batch_size: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n_items)``: a share of whole batches of ``batch_size``."""
+    n_batches = -(-n_items // batch_size)
+    first, last = rank * n_batches // world_size, (rank + 1) * n_batches // world_size
+    return range(min(n_items, first * batch_size), min(n_items, last * batch_size))
+
+
+def embed_sharded(
+    source: ImageSource,
+    model: nn.Module,
+    transform: Callable[[Image.Image], torch.Tensor],
+    out: str | os.PathLike[str],
+    *,
+    spec: StoreSpec,
+    ranks: RankInfo,
+    batch_size: int = 256,
+    dtype: str = "float16",
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> EmbedResult:
+    """This rank's part of a torchrun job: its shard, the barrier, and (rank 0) the joined store.
+
+    Every rank returns its shard's result; rank 0 returns the joined store's (status of its shard).
+    A joined store already complete for this run is ``up-to-date`` on every rank, with no work done.
+    """
+    import torch.distributed as dist
+
+    out = Path(out)
+    if out.exists() and not overwrite:  # every rank sees the same file: all skip, none waits
+        store = check_existing(out, spec, dtype)
+        with store:
+            return EmbedResult(out, "up-to-date", len(store), store.dim, skipped=store.skipped)
+    blocks = [rank_items(len(source), batch_size, r, ranks.world_size) for r in range(ranks.world_size)]
+    shards = [shard_path(out, r, ranks.world_size) for r in range(ranks.world_size)]
+    mine = blocks[ranks.rank]
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        result = None
+        if len(mine):
+            result = embed(
+                source,
+                model,
+                transform,
+                shards[ranks.rank],
+                spec=spec,
+                items=mine,
+                batch_size=batch_size,
+                dtype=dtype,
+                overwrite=overwrite,
+                description=f"embed rank {ranks.rank}/{ranks.world_size}",
+                extra_attrs={
+                    "shard_rank": ranks.rank,
+                    "shard_world_size": ranks.world_size,
+                    "shard_items": [mine.start, mine.stop],
+                },
+                **kwargs,
+            )
+        dist.barrier()
+        if ranks.rank == 0:
+            used = [s for s, b in zip(shards, blocks, strict=True) if len(b)]
+            store = join_shards(out, used, overwrite=True)
+            with store:
+                status = result.status if result else "written"
+                return EmbedResult(
+                    out,
+                    status,
+                    len(store),
+                    store.dim,
+                    result.images if result else 0,
+                    result.seconds if result else 0.0,
+                    store.skipped,
+                )
+        if result is None:
+            return EmbedResult(shards[ranks.rank], "empty", 0, 0)
+        return result
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
