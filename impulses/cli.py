@@ -424,11 +424,11 @@ def split(
 
     Examples:
 
-        impulses split --store runs/fmnist-train.h5 --preset fashion-mnist-imbalanced --out labels.parquet
-        --test runs/fmnist-test.h5 --test-out test-labels.parquet
+        impulses split --store train.h5 --preset fashion-mnist-imbalanced --out labels.parquet
 
-        impulses split --store runs/digits.h5 --positive-classes 0,1,2 --label-frequency 0.3 --n-label-sets 3
-        --out labels.csv
+        impulses split --store train.h5 --preset cifar10-imbalanced --out l.parquet --test test.h5 --test-out t.parquet
+
+        impulses split --store digits.h5 --positive-classes 0,1,2 --label-frequency 0.3 --n-label-sets 3 --out l.csv
     """
     from impulses.embed.store import EmbeddingStore
     from impulses.pu.splits import (
@@ -510,7 +510,7 @@ def split(
             ", ".join(f"{c} {n}" if n != str(c) else n for c, n in zip(classes, names, strict=True)),
         ),
         ("P : N", f"{stats.n_positive:,} : {stats.n_negative:,}  ({stats.pn_ratio})"),
-        ("L : U", f"{stats.lu_ratio}  (c = {stats.label_frequency:.4g})"),
+        ("L : U", f"{stats.n_labeled:,} : {stats.n_unlabeled:,}  (c = {stats.label_frequency:.4g})"),
         ("π = p(y=1 | s=0)", f"{stats.prior:.4f}"),
         ("p(y=1)", f"{stats.class_prior:.4f}"),
         ("label sets", ", ".join(result.label_columns) + f"  (seed {seed})"),
@@ -581,9 +581,9 @@ def estimate_prior_command(
 
     Examples:
 
-        impulses estimate-prior --train runs/fmnist-train.h5 --labels labels.parquet
+        impulses estimate-prior --train train.h5 --labels labels.parquet
 
-        impulses estimate-prior --train runs/digits.h5 --labels labels.csv --label-set 2 --json
+        impulses estimate-prior --train train.h5 --labels labels.csv --label-set 2 --json
     """
     from impulses.embed.store import EmbeddingStore
     from impulses.pu.prior import estimate_prior
