@@ -209,13 +209,15 @@ def embed(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif result.status == "up-to-date":
-        console.print(f"{out}: up to date ({result.rows} rows x {result.dim}); nothing to do")
+        message = f"{out}: up to date ({result.rows} rows x {result.dim}); nothing to do"
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
     else:
         skipped = f", {len(result.skipped)} unreadable image(s) skipped" if result.skipped else ""
-        console.print(
+        message = (
             f"{out}: {result.status} {result.rows} rows x {result.dim} ({dtype}){skipped}; "
             f"{result.images} images at {result.images_per_s:,.0f} img/s"
         )
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------

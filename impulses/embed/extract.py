@@ -309,24 +309,38 @@ def embed(
 def _batches(
     loader: DataLoader, model: nn.Module, device: torch.device
 ) -> Iterator[tuple[_Batch, torch.Tensor | None]]:
-    """Yield (batch, rows on the host); on CUDA batch k+1 is launched before batch k's rows are awaited."""
+    """Yield (batch, rows on the host) in order.
+
+    On CUDA, batch k+1 is launched before batch k's rows are awaited (copied into pinned memory
+    asynchronously), so the GPU keeps working while the host writes; if loading fails, the batch
+    already computed is still yielded first, so an interruption loses no finished batch.
+    """
+    if device.type != "cuda":
+        for batch in loader:
+            yield batch, _forward(model, batch.images, device) if batch.images is not None else None
+        return
     pending: tuple[_Batch, torch.Tensor | None, Any] | None = None
-    for batch in loader:
-        rows, event = None, None
-        if batch.images is not None:
-            out = _forward(model, batch.images, device)
-            if device.type == "cuda":
+    try:
+        for batch in loader:
+            rows, event = None, None
+            if batch.images is not None:
+                out = _forward(model, batch.images, device)
                 rows = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
                 rows.copy_(out, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record()
-            else:
-                rows = out
+            if pending is not None:
+                if pending[2] is not None:
+                    pending[2].synchronize()
+                yield pending[0], pending[1]
+            pending = (batch, rows, event)
+    except (Exception, KeyboardInterrupt):
         if pending is not None:
             if pending[2] is not None:
                 pending[2].synchronize()
             yield pending[0], pending[1]
-        pending = (batch, rows, event)
+            pending = None
+        raise
     if pending is not None:
         if pending[2] is not None:
             pending[2].synchronize()

@@ -85,7 +85,8 @@ def embed_sharded(
 ) -> EmbedResult:
     """This rank's part of a torchrun job: its shard, the barrier, and (rank 0) the joined store.
 
-    Every rank returns its shard's result; rank 0 returns the joined store's (status of its shard).
+    Every rank returns its shard's result; rank 0 returns the joined store's, with the images embedded
+    by all ranks and the slowest rank's seconds (the status is rank 0's shard's).
     A joined store already complete for this run is ``up-to-date`` on every rank, with no work done.
     """
     import torch.distributed as dist
@@ -98,6 +99,7 @@ def embed_sharded(
     blocks = [rank_items(len(source), batch_size, r, ranks.world_size) for r in range(ranks.world_size)]
     shards = [shard_path(out, r, ranks.world_size) for r in range(ranks.world_size)]
     mine = blocks[ranks.rank]
+    extra = dict(kwargs.pop("extra_attrs", None) or {})
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
@@ -116,13 +118,18 @@ def embed_sharded(
                 overwrite=overwrite,
                 description=f"embed rank {ranks.rank}/{ranks.world_size}",
                 extra_attrs={
+                    **extra,
                     "shard_rank": ranks.rank,
                     "shard_world_size": ranks.world_size,
                     "shard_items": [mine.start, mine.stop],
                 },
                 **kwargs,
             )
-        dist.barrier()
+        # The barrier: every rank's shard is finished once these sums (images) and maxima (seconds) arrive.
+        images = torch.tensor([result.images if result else 0], dtype=torch.float64)
+        seconds = torch.tensor([result.seconds if result else 0.0], dtype=torch.float64)
+        dist.all_reduce(images, op=dist.ReduceOp.SUM)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
         if ranks.rank == 0:
             used = [s for s, b in zip(shards, blocks, strict=True) if len(b)]
             store = join_shards(out, used, overwrite=True)
@@ -133,8 +140,8 @@ def embed_sharded(
                     status,
                     len(store),
                     store.dim,
-                    result.images if result else 0,
-                    result.seconds if result else 0.0,
+                    int(images.item()),
+                    float(seconds.item()),
                     store.skipped,
                 )
         if result is None:
