@@ -355,6 +355,8 @@ def _pretrain(
             f"--batch-size {config.batch_size} is not divisible by the {ctx.world_size} processes"
         )
     local_batch = config.batch_size // ctx.world_size
+    if config.sync_bn and ctx.enabled and device.type != "cuda":
+        raise ImpulsesError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
     say = log if (log is not None and ctx.is_main) else (lambda _msg: None)
 
     train_idx, query_idx, bank_idx = _split(n, config, source)

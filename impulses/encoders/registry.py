@@ -8,6 +8,7 @@ module mapping images (B, C, H, W) to features (B, num_features) and exposing ``
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def _create_timm(name: str, *, pretrained: bool, in_chans: int) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
-        close = list_encoders(f"*{name}*")[:5]
+        close = difflib.get_close_matches(name, list_encoders(), n=5, cutoff=0.75)
         hint = f" (similar: {', '.join(close)})" if close else " (see `list_encoders('*pattern*')`)"
         raise ImpulsesError(f"--encoder {name!r} is not a known encoder{hint}")
     try:

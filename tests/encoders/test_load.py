@@ -1,0 +1,49 @@
+"""load_encoder: by name (deterministic random init, presets, transforms) and by checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from impulses.encoders import LoadedEncoder, load_encoder
+from impulses.encoders.checkpoint import file_sha256, state_dict_sha256
+from impulses.errors import ImpulsesError
+
+
+def test_by_name_is_frozen_and_reproducible() -> None:
+    torch.manual_seed(99)
+    before = torch.rand(1)
+    torch.manual_seed(99)
+    a = load_encoder("smallcnn")
+    assert torch.equal(torch.rand(1), before)  # the fixed-seed init does not touch the caller's RNG
+    b = load_encoder("smallcnn")
+    assert isinstance(a, LoadedEncoder)
+    assert a.sha256 == b.sha256 == state_dict_sha256(a.model.state_dict())
+    assert not a.model.training and not any(p.requires_grad for p in a.model.parameters())
+    assert (a.name, a.preset) == ("smallcnn", "small-gray")
+    assert a.transform["in_chans"] == 3  # loaded by name: an RGB smallcnn
+
+
+def test_timm_presets_and_transforms() -> None:
+    cifar = load_encoder("resnet18", cifar_stem=True)
+    assert cifar.preset == "cifar" and cifar.transform["image_size"] == 32
+    imagenet = load_encoder("resnet18")
+    assert imagenet.preset == "imagenet" and imagenet.transform["image_size"] == 224
+    assert imagenet.transform["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert cifar.sha256 != imagenet.sha256
+
+
+def test_weights_file_hash(tmp_path: Path) -> None:
+    torch.save(load_encoder("smallcnn").model.state_dict(), tmp_path / "w.pt")
+    loaded = load_encoder("smallcnn", weights=tmp_path / "w.pt")
+    assert loaded.sha256 == file_sha256(tmp_path / "w.pt")
+
+
+def test_bad_checkpoint_specs(tmp_path: Path) -> None:
+    with pytest.raises(ImpulsesError, match=r"runs/none/last\.pt: no such checkpoint file"):
+        load_encoder(str(tmp_path / "runs" / "none" / "last.pt"))
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    with pytest.raises(ImpulsesError, match=r"x\.pt: not a readable checkpoint"):
+        load_encoder(tmp_path / "x.pt")

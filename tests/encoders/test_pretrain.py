@@ -1,0 +1,160 @@
+"""Pretraining on digits: checkpoint format, exact resume, refusals, and a real kNN gain."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from impulses.encoders import load_encoder
+from impulses.encoders.checkpoint import file_sha256, load_checkpoint
+from impulses.encoders.pretrain import PretrainConfig, infer_preset, pretrain
+from impulses.encoders.registry import register_encoder, registered
+from impulses.errors import ImpulsesError
+from tests.encoders.conftest import DigitsSource
+
+CHECKPOINT_KEYS = {
+    "format", "format_version", "encoder", "preset", "transform", "encoder_state", "projector_state",
+    "optimizer_state", "epoch", "config", "rng", "history",
+}  # fmt: skip
+
+
+class TinyConv(nn.Module):
+    """A BatchNorm-free encoder: DDP without SyncBN then follows the single-process trajectory exactly."""
+
+    def __init__(self, in_chans: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()
+        )
+        self.num_features = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+if registered("test-tinyconv") is None:
+    register_encoder("test-tinyconv", preset="small-gray")(
+        lambda *, in_chans=3, cifar_stem=False: TinyConv(in_chans)
+    )
+
+
+def tiny_run(out: str | Path, **overrides: object) -> list[dict]:
+    """Two epochs of the BN-free encoder on 128 digits (also run under two processes by test_distributed)."""
+    config = PretrainConfig(
+        data="digits[:128]",
+        encoder="test-tinyconv",
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        knn_holdout=0.25,
+        device="cpu",
+        **overrides,  # type: ignore[arg-type]
+    )
+    return pretrain(DigitsSource(limit=128), config, out, progress=False).history
+
+
+def small_config(**overrides: object) -> PretrainConfig:
+    values: dict = dict(data="digits[:256]", encoder="smallcnn", batch_size=64, lr=1e-3, device="cpu")
+    values.update(overrides)
+    return PretrainConfig(**values)
+
+
+def test_checkpoint_format_and_history(tmp_path: Path, digits_small: DigitsSource) -> None:
+    result = pretrain(digits_small, small_config(epochs=1), tmp_path, progress=False)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert set(checkpoint) == CHECKPOINT_KEYS
+    assert checkpoint["format"] == "impulses.pretrain" and checkpoint["format_version"] == 1
+    assert checkpoint["encoder"] == {
+        "name": "smallcnn",
+        "cifar_stem": False,
+        "in_chans": 1,
+        "num_features": 256,
+    }
+    assert checkpoint["preset"] == "small-gray"
+    assert checkpoint["transform"]["image_size"] == 8 and checkpoint["transform"]["in_chans"] == 1
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["config"]["lr"] == 1e-3 and checkpoint["config"]["image_size"] == 8
+    assert set(checkpoint["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert [row["epoch"] for row in checkpoint["history"]] == [0, 1]
+    assert result.history == checkpoint["history"]
+    first = checkpoint["history"][1]
+    assert set(first) == {"epoch", "loss", "knn_top1", "images_per_s", "seconds"}
+    assert first["loss"] > 0 and 0 <= first["knn_top1"] <= 1 and first["images_per_s"] > 0
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[1]["loss"]) == pytest.approx(first["loss"])
+    assert rows[0]["loss"] == ""  # the initial encoder has no training loss
+    # what `impulses embed --encoder DIR/last.pt` gets
+    for spec in (tmp_path, tmp_path / "last.pt"):
+        loaded = load_encoder(spec)
+        assert loaded.name == "smallcnn" and loaded.preset == "small-gray"
+        assert loaded.sha256 == file_sha256(tmp_path / "last.pt")
+        assert loaded.transform == checkpoint["transform"]
+        assert not loaded.model.training
+        for key, value in checkpoint["encoder_state"].items():
+            assert torch.equal(loaded.model.state_dict()[key], value)
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    """2 epochs, then --resume to 4, gives the weights of 4 uninterrupted epochs (smallcnn: with BatchNorm)."""
+    source = DigitsSource(limit=128)
+
+    def config(**overrides: object) -> PretrainConfig:
+        return small_config(data="digits[:128]", batch_size=32, knn_holdout=0.25, **overrides)
+
+    pretrain(source, config(epochs=4), tmp_path / "straight", progress=False)
+    pretrain(source, config(epochs=2), tmp_path / "resumed", progress=False)
+    # the second part with a DataLoader worker: per-image seeding makes the worker count irrelevant
+    pretrain(source, config(epochs=4, workers=1), tmp_path / "resumed", resume=True, progress=False)
+    straight = load_checkpoint(tmp_path / "straight")
+    resumed = load_checkpoint(tmp_path / "resumed")
+    assert resumed["epoch"] == straight["epoch"] == 4
+    for part in ("encoder_state", "projector_state"):
+        for key, value in straight[part].items():
+            torch.testing.assert_close(resumed[part][key], value, rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
+    losses = [row["loss"] for row in straight["history"][1:]]  # epoch 0 (the initial encoder) has no loss
+    assert [row["loss"] for row in resumed["history"][1:]] == pytest.approx(losses, rel=1e-5)
+
+
+def test_refuses_to_overwrite_and_mismatched_resume(tmp_path: Path) -> None:
+    tiny_run(tmp_path)
+    with pytest.raises(ImpulsesError, match=r"last\.pt exists: pass --resume"):
+        tiny_run(tmp_path)
+    changed = PretrainConfig(
+        data="digits[:128]",
+        encoder="test-tinyconv",
+        epochs=3,
+        batch_size=32,
+        lr=0.5,
+        knn_holdout=0.25,
+        device="cpu",
+    )
+    with pytest.raises(ImpulsesError, match=r"lr=0\.5 \(checkpoint: 0\.01\)"):
+        pretrain(DigitsSource(limit=128), changed, tmp_path, resume=True, progress=False)
+
+
+def test_bad_settings_are_user_errors(tmp_path: Path, digits_small: DigitsSource) -> None:
+    with pytest.raises(ImpulsesError, match="--batch-size 512 is larger than the"):
+        pretrain(digits_small, small_config(epochs=1, batch_size=512), tmp_path, progress=False)
+    with pytest.raises(ImpulsesError, match="--loss 'infonce'"):
+        pretrain(digits_small, small_config(loss="infonce"), tmp_path, progress=False)
+    with pytest.raises(ImpulsesError, match="--tau-plus"):
+        pretrain(digits_small, small_config(tau_plus=1.0), tmp_path, progress=False)
+    with pytest.raises(ImpulsesError, match="--preset 'mnist'"):
+        pretrain(digits_small, small_config(preset="mnist"), tmp_path, progress=False)
+
+
+def test_infer_preset() -> None:
+    def source(mode: str, size: int) -> list:
+        return [(Image.new(mode, (size, size)), 0)]
+
+    assert infer_preset(source("L", 8)) == "small-gray"
+    assert infer_preset(source("L", 28)) == "small-gray"
+    assert infer_preset(source("RGB", 32)) == "cifar"
+    assert infer_preset(source("RGB", 96)) == "imagenet"
