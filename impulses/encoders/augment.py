@@ -18,7 +18,6 @@ JSON-able config so that ``impulses embed`` and the store fingerprint can record
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,31 +173,42 @@ def test_transform_config(preset: str, *, image_size: int | None = None, in_chan
     }
 
 
-def test_transform(config: dict) -> Callable[[Image.Image], torch.Tensor]:
+class TestTransform:
+    """PIL image -> normalised float tensor (C, H, W): resize, centre crop, channels; no augmentation.
+
+    A plain object (not a closure), so it pickles into DataLoader worker processes.
+    """
+
+    __test__ = False
+
+    def __init__(self, config: dict) -> None:
+        try:
+            self.in_chans = int(config["in_chans"])
+            mean, std = list(config["mean"]), list(config["std"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ImpulsesError(f"transform config {config!r} lacks a valid {err}") from None
+        if len(mean) != self.in_chans or len(std) != self.in_chans:
+            raise ImpulsesError(f"transform config: mean/std need {self.in_chans} values, got {mean} / {std}")
+        self.config = dict(config)
+        size = config.get("image_size")
+        steps: list[Any] = []
+        if size:
+            crop_pct = float(config.get("crop_pct", 1.0))
+            interpolation = InterpolationMode(config.get("interpolation", "bilinear"))
+            steps += [
+                v2.Resize(round(size / crop_pct), interpolation=interpolation, antialias=True),
+                v2.CenterCrop(size),
+            ]
+        steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        self.pipeline = v2.Compose(steps)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.pipeline(_convert_mode(image, self.in_chans))
+
+
+def test_transform(config: dict) -> TestTransform:
     """Deterministic PIL -> normalised float tensor (C, H, W) transform described by ``config``."""
-    try:
-        in_chans = int(config["in_chans"])
-        mean, std = list(config["mean"]), list(config["std"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ImpulsesError(f"transform config {config!r} lacks a valid {err}") from None
-    if len(mean) != in_chans or len(std) != in_chans:
-        raise ImpulsesError(f"transform config: mean/std need {in_chans} values, got {mean} / {std}")
-    size = config.get("image_size")
-    steps: list[Any] = []
-    if size:
-        crop_pct = float(config.get("crop_pct", 1.0))
-        interpolation = InterpolationMode(config.get("interpolation", "bilinear"))
-        steps += [
-            v2.Resize(round(size / crop_pct), interpolation=interpolation, antialias=True),
-            v2.CenterCrop(size),
-        ]
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    pipeline = v2.Compose(steps)
-
-    def transform(image: Image.Image) -> torch.Tensor:
-        return pipeline(_convert_mode(image, in_chans))
-
-    return transform
+    return TestTransform(config)
 
 
 # Not tests: keep pytest from collecting these when a test module imports them by name.
