@@ -164,6 +164,10 @@ def embed(
         raise ImpulsesError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if image_size is not None and image_size < 1:
         raise ImpulsesError(f"--image-size must be a positive number of pixels, got {image_size}")
+    if batch_size < 1:
+        raise ImpulsesError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise ImpulsesError(f"--workers must be 0 or more, got {workers}")
     ranks = RankInfo.from_env()
     source = open_source(data, data_root=data_root, download=download)
     loaded = load_encoder(encoder, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights)
