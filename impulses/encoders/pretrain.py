@@ -471,7 +471,7 @@ def _pretrain(
             {
                 "epoch": 0,
                 "loss": None,
-                "knn_top1": knn0,
+                "knn_top1": None if knn0 is None else round(knn0, 6),
                 "images_per_s": None,
                 "seconds": round(time.perf_counter() - started, 3),
             }

@@ -47,3 +47,40 @@ def test_bad_checkpoint_specs(tmp_path: Path) -> None:
     (tmp_path / "x.pt").write_bytes(b"junk")
     with pytest.raises(ImpulsesError, match=r"x\.pt: not a readable checkpoint"):
         load_encoder(tmp_path / "x.pt")
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    """A checkpoint as `impulses pretrain` writes it, for a smallcnn on 1-channel 8 px images."""
+    from impulses.encoders import create_encoder
+    from impulses.encoders.augment import test_transform_config
+    from impulses.encoders.checkpoint import save_checkpoint
+
+    torch.manual_seed(5)
+    model = create_encoder("smallcnn", in_chans=1)
+    save_checkpoint(
+        tmp_path / "run" / "last.pt",
+        {
+            "encoder": {"name": "smallcnn", "cifar_stem": False, "in_chans": 1, "num_features": 256},
+            "preset": "small-gray",
+            "transform": test_transform_config("small-gray", image_size=8),
+            "encoder_state": model.state_dict(),
+            "epoch": 1,
+            "config": {},
+        },
+    )
+    return tmp_path / "run"
+
+
+def test_checkpoint_conflicts_and_mismatches(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path)
+    loaded = load_encoder(run)
+    assert loaded.transform["in_chans"] == 1 and loaded.model(torch.randn(2, 1, 8, 8)).shape == (2, 256)
+    with pytest.raises(ImpulsesError, match="--cifar-stem given, but this checkpoint's smallcnn"):
+        load_encoder(run, cifar_stem=True)
+    with pytest.raises(ImpulsesError, match="carries its weights; drop --pretrained/--weights"):
+        load_encoder(run, weights=run / "last.pt")
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    checkpoint["encoder"]["in_chans"] = 3  # the stored weights are for 1 channel
+    torch.save(checkpoint, tmp_path / "broken.pt")
+    with pytest.raises(ImpulsesError, match=r"broken\.pt: encoder_state does not fit smallcnn"):
+        load_encoder(tmp_path / "broken.pt")
