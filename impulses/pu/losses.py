@@ -1,0 +1,356 @@
+"""PU objectives (uPU, nnPU, imbalanced nnPU) and the baselines (BCE, weighted BCE, PN), vectorised over K heads.
+
+Notation, per head: g are the logits, P the rows labeled positive (s = 1), U the unlabeled rows
+(s = 0), means are taken over those rows of the batch, and ℓ(z) = σ(−z) is the sigmoid loss.
+
+- **nnPU** (Kiryo et al. 2017): R_p = π·mean_P ℓ(g), R_n = mean_U ℓ(−g) − π·mean_P ℓ(−g).
+- **imbnnPU** (Su, Chen & Xu 2021, Eq. 5): R_p = π′·mean_P ℓ(g),
+  R_n = (1−π′)/(1−π)·(mean_U ℓ(−g) − π·mean_P ℓ(−g)).
+- Both return the reference algorithms' training objective: R_p + R_n when R_n ≥ −β, else −γ·R_n
+  (its gradient is the gradient-ascent step on R_n that keeps the negative risk non-negative).
+- **uPU**: R_p + R_n of nnPU, never corrected.
+
+π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows (DESIGN.md).
+
+**Batches without a labeled positive or without an unlabeled row.** The risk estimators above need
+both kinds of rows; reference code divides by max(1, n_P), which on such a batch turns R_n into
+mean_U ℓ(−g), i.e. silently treats every unlabeled row as negative. Here the objective of such a
+head is exactly 0 with zero gradient ("no information in this batch"), never NaN; the trainer
+(:func:`impulses.pu.heads.train_heads`) also skips that head's optimizer step and counts the batch.
+
+The baselines use the logistic loss of :class:`torch.nn.BCEWithLogitsLoss` (mean over the batch) and
+are defined on any batch: ``bce`` treats unlabeled rows as negative, ``wbce`` weights positives by
+|U|/|P| unless ``pos_weight`` is given, ``pn`` takes the **true labels y** in its ``s`` argument
+(the supervised upper bound).
+
+:data:`LOSSES` maps the CLI's ``--loss NAME`` to a :class:`LossSpec`. :class:`FusedObjective`
+evaluates the same objectives for K heads with closed-form gradients (no autograd), for the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from impulses.errors import ImpulsesError
+
+Prior = float | Sequence[float] | torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes and validation
+# ---------------------------------------------------------------------------------------------
+def _as_2d(logits: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(B,) or (B, K) logits and (B,) or (B, K) labels -> (B, K) both, and whether to squeeze K."""
+    squeeze = logits.dim() == 1
+    g = logits.unsqueeze(1) if squeeze else logits
+    if g.dim() != 2:
+        raise ValueError(f"logits must have shape (B,) or (B, K), got {tuple(logits.shape)}")
+    labels = torch.as_tensor(s, device=g.device)
+    labels = labels.unsqueeze(1) if labels.dim() == 1 else labels
+    if labels.dim() != 2 or labels.shape[0] != g.shape[0] or labels.shape[1] not in (1, g.shape[1]):
+        raise ValueError(
+            f"labels of shape {tuple(torch.as_tensor(s).shape)} do not fit logits {tuple(logits.shape)}"
+        )
+    return g, labels.to(g.dtype).expand_as(g), squeeze
+
+
+def _per_head(value: Prior | None, k: int, like: torch.Tensor, name: str) -> torch.Tensor:
+    """A float or a (K,) sequence as a (K,) tensor on ``like``'s device and dtype."""
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        return t.expand(k)
+    if t.shape != (k,):
+        raise ValueError(f"{name} must be a float or have shape ({k},), got {tuple(t.shape)}")
+    return t
+
+
+def check_prior(prior: Prior | None, name: str = "prior") -> None:
+    """Every prior must lie strictly inside (0, 1): π = 1 divides by zero, π = 0 is not PU learning."""
+    if prior is None:
+        raise ImpulsesError(f"{name} is required by the PU losses (a value in (0, 1))")
+    values = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
+    bad = values[(values <= 0) | (values >= 1) | ~torch.isfinite(values)]
+    if bad.numel():
+        raise ImpulsesError(f"{name} {bad[0].item():g} is not in (0, 1)")
+
+
+def _finish(obj: torch.Tensor, squeeze: bool) -> torch.Tensor:
+    return obj[0] if squeeze else obj
+
+
+# ---------------------------------------------------------------------------------------------
+# PU objectives (autograd-capable reference implementations)
+# ---------------------------------------------------------------------------------------------
+def _pu_means(g: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per head: mean_P ℓ(g), mean_P ℓ(−g), mean_U ℓ(−g), and whether the batch has both P and U."""
+    n_p = s.sum(0)
+    n_u = (1 - s).sum(0)
+    valid = (n_p > 0) & (n_u > 0)
+    inv_p = torch.where(n_p > 0, 1 / n_p.clamp(min=1), torch.zeros_like(n_p))
+    inv_u = torch.where(n_u > 0, 1 / n_u.clamp(min=1), torch.zeros_like(n_u))
+    p = torch.sigmoid(g)  # ℓ(−g) = σ(g)
+    mean_p_pos = (s * torch.sigmoid(-g)).sum(0) * inv_p
+    mean_p_neg = (s * p).sum(0) * inv_p
+    mean_u_neg = ((1 - s) * p).sum(0) * inv_u
+    return mean_p_pos, mean_p_neg, mean_u_neg, valid
+
+
+def _non_negative(
+    r_p: torch.Tensor, r_n: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor
+) -> torch.Tensor:
+    return torch.where(r_n >= -beta, r_p + r_n, -gamma * r_n)
+
+
+def nnpu_loss(
+    logits: torch.Tensor,
+    s: torch.Tensor,
+    prior: Prior,
+    *,
+    prior_prime: Prior = 0.5,
+    beta: Prior = 0.0,
+    gamma: Prior = 1.0,
+) -> torch.Tensor:
+    """Non-negative PU objective (Kiryo et al. 2017), shape () or (K,); ``prior_prime`` is not used."""
+    check_prior(prior)
+    g, lab, squeeze = _as_2d(logits, s)
+    k = g.shape[1]
+    pi = _per_head(prior, k, g, "prior")
+    mpp, mpn, mun, valid = _pu_means(g, lab)
+    r_p = pi * mpp
+    r_n = mun - pi * mpn
+    obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
+    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+
+
+def imbnnpu_loss(
+    logits: torch.Tensor,
+    s: torch.Tensor,
+    prior: Prior,
+    *,
+    prior_prime: Prior = 0.5,
+    beta: Prior = 0.0,
+    gamma: Prior = 1.0,
+) -> torch.Tensor:
+    """Imbalanced non-negative PU objective (Su, Chen & Xu 2021, Eq. 5), shape () or (K,)."""
+    check_prior(prior)
+    check_prior(prior_prime, "prior_prime")
+    g, lab, squeeze = _as_2d(logits, s)
+    k = g.shape[1]
+    pi = _per_head(prior, k, g, "prior")
+    pp = _per_head(prior_prime, k, g, "prior_prime")
+    mpp, mpn, mun, valid = _pu_means(g, lab)
+    r_p = pp * mpp
+    r_n = (1 - pp) / (1 - pi) * (mun - pi * mpn)
+    obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
+    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+
+
+def upu_loss(
+    logits: torch.Tensor,
+    s: torch.Tensor,
+    prior: Prior,
+    *,
+    prior_prime: Prior = 0.5,
+    beta: Prior = 0.0,
+    gamma: Prior = 1.0,
+) -> torch.Tensor:
+    """Unbiased PU risk R_p + R_n of nnPU, never corrected; ``prior_prime``, ``beta``, ``gamma`` are not used."""
+    check_prior(prior)
+    g, lab, squeeze = _as_2d(logits, s)
+    pi = _per_head(prior, g.shape[1], g, "prior")
+    mpp, mpn, mun, valid = _pu_means(g, lab)
+    obj = pi * mpp + mun - pi * mpn
+    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines (logistic loss)
+# ---------------------------------------------------------------------------------------------
+def _weighted_bce(g: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of w·y·softplus(−g) + (1−y)·softplus(g): BCEWithLogitsLoss(pos_weight=w) per head."""
+    return (w * y * F.softplus(-g) + (1 - y) * F.softplus(g)).mean(0)
+
+
+def bce_loss(logits: torch.Tensor, s: torch.Tensor, prior: Prior | None = None) -> torch.Tensor:
+    """Binary cross-entropy with unlabeled rows taken as negative (the naive baseline); ``prior`` is ignored."""
+    g, lab, squeeze = _as_2d(logits, s)
+    return _finish(_weighted_bce(g, lab, torch.ones((), dtype=g.dtype, device=g.device)), squeeze)
+
+
+def wbce_loss(
+    logits: torch.Tensor, s: torch.Tensor, prior: Prior | None = None, *, pos_weight: Prior | None = None
+) -> torch.Tensor:
+    """BCE with positives weighted by ``pos_weight`` (default |U|/|P| of the given labels, per head)."""
+    g, lab, squeeze = _as_2d(logits, s)
+    if pos_weight is None:
+        n_p = lab.sum(0)
+        w = (g.shape[0] - n_p) / n_p.clamp(min=1)
+    else:
+        w = _per_head(pos_weight, g.shape[1], g, "pos_weight")
+    return _finish(_weighted_bce(g, lab, w), squeeze)
+
+
+def pn_loss(logits: torch.Tensor, y: torch.Tensor, prior: Prior | None = None) -> torch.Tensor:
+    """Supervised BCE on the TRUE labels y (not s): the PN upper bound a PU method can at best reach."""
+    return bce_loss(logits, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossSpec:
+    """A named objective: its function, whether it needs a prior, and which labels it trains on."""
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    uses_prior: bool
+    labels: str  # "s": PU labels (1 = labeled positive, 0 = unlabeled); "y": true labels
+    kind: str  # "pu": sigmoid-loss PU risk; "bce": logistic loss
+    summary: str
+
+
+LOSSES: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec("imbnnpu", imbnnpu_loss, True, "s", "pu", "imbalanced non-negative PU (Su et al. 2021)"),
+        LossSpec("nnpu", nnpu_loss, True, "s", "pu", "non-negative PU (Kiryo et al. 2017)"),
+        LossSpec("upu", upu_loss, True, "s", "pu", "unbiased PU, never corrected (du Plessis et al.)"),
+        LossSpec("bce", bce_loss, False, "s", "bce", "BCE, unlabeled taken as negative"),
+        LossSpec("wbce", wbce_loss, False, "s", "bce", "BCE with positive weight |U|/|P|"),
+        LossSpec("pn", pn_loss, False, "y", "bce", "BCE on the true labels y (supervised upper bound)"),
+    )
+}
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss ``name``; an unknown name is a user error listing the choices."""
+    try:
+        return LOSSES[name.lower()]
+    except KeyError:
+        raise ImpulsesError(f"unknown loss {name!r} (choose from {', '.join(LOSSES)})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer's fused objective: K heads, closed-form gradients
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeadLoss:
+    """One head's objective: a registered loss name and its hyperparameters."""
+
+    loss: str
+    prior: float | None = None
+    prior_prime: float = 0.5
+    beta: float = 0.0
+    gamma: float = 1.0
+    pos_weight: float | None = None  # wbce only; the trainer fills |U|/|P| of the whole training set
+
+
+class FusedObjective:
+    """The objectives of K heads on a sequence of batches, with dObjective/dlogits in closed form.
+
+    Everything that depends only on the labels is folded, once per epoch (:meth:`plan`), into per-row
+    coefficient matrices, so one batch costs a handful of (B, K) tensor ops (:meth:`grad`).
+
+    PU heads: write R_p = a·mean_P σ(−g) and R_n = c·(mean_U σ(g) − π·mean_P σ(g)) (nnPU/uPU: a = π,
+    c = 1; imbnnPU: a = π′, c = (1−π′)/(1−π)). Then R_n = Σ_i r_i·σ(g_i) with r_i = c/n_U on U rows
+    and −c·π/n_P on P rows, and dR_p/dσ(g_i) = −a/n_P on P rows. With σ′ = σ(1 − σ), the gradient on
+    row i is σ′·(r_i − [s_i]·a/n_P) when R_n ≥ −β and σ′·(−γ·r_i) otherwise (uPU never corrects).
+    A head whose batch lacks P or U gets n_P⁻¹ = n_U⁻¹ = 0, hence zero coefficients and zero gradient.
+
+    Logistic heads (bce, wbce, pn): the gradient of mean_i w·y_i·softplus(−g_i) + (1−y_i)·softplus(g_i)
+    is σ(g_i)·u_i − v_i with u_i = (1 + (w−1)·y_i)/B and v_i = w·y_i/B.
+    """
+
+    def __init__(
+        self, heads: Sequence[HeadLoss], *, device: torch.device, dtype: torch.dtype = torch.float32
+    ):
+        def row(values: Sequence[float]) -> torch.Tensor:
+            return torch.tensor([list(values)], dtype=dtype, device=device)
+
+        specs = [get_loss(h.loss) for h in heads]
+        is_pu = [spec.kind == "pu" for spec in specs]
+        self.k = len(heads)
+        self.dtype = dtype
+        self.any_pu = any(is_pu)
+        self.any_bce = not all(is_pu)
+        self.mixed = self.any_pu and self.any_bce
+        a, c, pi = [], [], []
+        for h, spec, pu in zip(heads, specs, is_pu, strict=True):
+            p = h.prior if pu else 0.5
+            pi.append(p)
+            if spec.name == "imbnnpu":
+                a.append(h.prior_prime)
+                c.append((1 - h.prior_prime) / (1 - p))
+            else:
+                a.append(p if pu else 0.0)
+                c.append(1.0 if pu else 0.0)
+        corrects = [spec.name in ("nnpu", "imbnnpu") for spec in specs]
+        self.pu_col = row([1.0 if pu else 0.0 for pu in is_pu]).bool()
+        self.a = row(a)
+        self.c = row(c)
+        self.c_pi = self.c * row(pi)
+        # uPU: threshold -inf, so R_n >= threshold always holds and the objective is never corrected
+        self.neg_beta = row(
+            [-h.beta if corr else float("-inf") for h, corr in zip(heads, corrects, strict=True)]
+        )
+        self.neg_gamma = row([-h.gamma for h in heads])
+        self.w = row([1.0 if h.pos_weight is None else float(h.pos_weight) for h in heads])
+
+    def plan(self, s: torch.Tensor, inv_p: torch.Tensor, inv_u: torch.Tensor, inv_b: torch.Tensor) -> dict:
+        """Per-row coefficients for labels ``s`` (N, K), given each row's batch n_P⁻¹, n_U⁻¹ (N, K), B⁻¹ (N, 1).
+
+        Returns (N, K) matrices, sliced per batch by the caller: ``r`` (R_n = Σ r·σ), ``normal`` and
+        ``corrected`` (the gradient's coefficient of σ′ in each branch), ``rp`` (R_p = Σ rp·(1 − σ)),
+        ``u`` and ``neg_v`` (logistic heads: gradient σ·u − v).
+        """
+        out: dict[str, torch.Tensor] = {}
+        if self.any_pu:
+            rp = s * inv_p * self.a
+            r = (1 - s) * inv_u * self.c - s * inv_p * self.c_pi
+            out.update(r=r, rp=rp, normal=r - rp, corrected=r * self.neg_gamma)
+        if self.any_bce:
+            wy = s * self.w
+            out.update(u=(1 + wy - s) * inv_b, neg_v=wy.mul_(-inv_b))
+        return out
+
+    def grad(
+        self, z: torch.Tensor, coef: dict, *, p: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor
+    ) -> torch.Tensor:
+        """dObjective/dlogits (B, K) into ``out``, given one batch's slices of :meth:`plan`'s matrices."""
+        torch.sigmoid(z, out=p)
+        if self.any_pu:
+            torch.where(self._corrected(p, coef, tmp), coef["corrected"], coef["normal"], out=out)
+            torch.addcmul(p, p, p, value=-1, out=tmp)  # σ′ = σ − σ²
+            out.mul_(tmp)
+        if self.mixed:
+            torch.addcmul(coef["neg_v"], p, coef["u"], out=tmp)
+            torch.where(self.pu_col, out, tmp, out=out)
+        elif self.any_bce:
+            torch.addcmul(coef["neg_v"], p, coef["u"], out=out)
+        return out
+
+    def _negative_risk(self, p: torch.Tensor, coef: dict, tmp: torch.Tensor) -> torch.Tensor:
+        return torch.mul(p, coef["r"], out=tmp).sum(0, keepdim=True)
+
+    def _corrected(self, p: torch.Tensor, coef: dict, tmp: torch.Tensor) -> torch.Tensor:
+        return self._negative_risk(p, coef, tmp) < self.neg_beta
+
+    def objective(self, z: torch.Tensor, coef: dict) -> torch.Tensor:
+        """The (1, K) objectives on one batch (the values the registered loss functions give)."""
+        p = torch.sigmoid(z)
+        out = torch.zeros((1, self.k), dtype=z.dtype, device=z.device)
+        if self.any_pu:
+            r_n = (p * coef["r"]).sum(0, keepdim=True)
+            r_p = (coef["rp"] * (1 - p)).sum(0, keepdim=True)
+            pu = torch.where(r_n < self.neg_beta, self.neg_gamma * r_n, r_p + r_n)
+            out = torch.where(self.pu_col, pu, out)
+        if self.any_bce:
+            # softplus(−g) = softplus(g) − g, so the loss is Σ u·softplus(g) − v·g
+            bce = (coef["u"] * F.softplus(z) + coef["neg_v"] * z).sum(0, keepdim=True)
+            out = torch.where(self.pu_col, out, bce)
+        return out

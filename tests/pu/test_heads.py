@@ -1,0 +1,271 @@
+"""train_heads against an independent autograd + torch.optim.Adam loop, and K heads together against K runs alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from impulses.errors import ImpulsesError
+from impulses.pu.heads import (
+    HeadSpec,
+    _epoch_order,
+    head_grid,
+    linear_init,
+    load_heads,
+    save_heads,
+    train_heads,
+)
+from impulses.pu.losses import LOSSES
+
+
+def pu_data(
+    n: int = 600, d: int = 12, seed: int = 0, c: float = 0.3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(np.int64)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    X[y == 1, :3] += 1.5
+    s = ((y == 1) & (rng.random(n) < c)).astype(np.int64)
+    return X, s, y
+
+
+def reference_train(
+    X: np.ndarray,
+    s: np.ndarray,
+    head: HeadSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    stats: dict | None = None,
+) -> tuple[np.ndarray, float, int]:
+    """The paper's code path: nn.Linear, autograd, torch.optim.Adam, batches in row order.
+
+    A PU head skips the optimizer step on a batch without a labeled positive or unlabeled row.
+    ``stats["corrected"]`` counts nnPU steps that took the correction branch (R_n < −β).
+    """
+    torch.manual_seed(head.seed)
+    model = torch.nn.Linear(X.shape[1], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    spec = LOSSES[head.loss]
+    Xt, st = torch.from_numpy(X), torch.from_numpy(s).float()
+    pos_weight = float((st == 0).sum() / st.sum())
+    skipped = 0
+    for _ in range(epochs):
+        for start in range(0, len(X), batch_size):
+            xb, sb = Xt[start : start + batch_size], st[start : start + batch_size]
+            opt.zero_grad(set_to_none=True)
+            if spec.kind == "pu" and (sb.sum() == 0 or sb.sum() == len(sb)):
+                skipped += 1
+                continue
+            out = model(xb)[:, 0]
+            if spec.kind == "pu":
+                loss = spec.fn(
+                    out, sb, head.prior, prior_prime=head.prior_prime, beta=head.beta, gamma=head.gamma
+                )
+                p = torch.sigmoid(out)
+                r_n = p[sb == 0].mean() - head.prior * p[sb == 1].mean()
+                if stats is not None and head.loss == "nnpu" and r_n < -head.beta:
+                    stats["corrected"] = stats.get("corrected", 0) + 1
+            elif head.loss == "wbce":
+                loss = spec.fn(out, sb, pos_weight=pos_weight)
+            else:
+                loss = spec.fn(out, sb)
+            loss.backward()
+            opt.step()
+    return model.weight.detach().numpy()[0], float(model.bias.item()), skipped
+
+
+def test_linear_init_is_torch_default_linear_init() -> None:
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        lin = torch.nn.Linear(33, 1)
+        w, b = linear_init(33, seed)
+        assert torch.equal(lin.weight[0].detach(), w) and torch.equal(lin.bias.detach(), b)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        HeadSpec("imbnnpu", 0.15, seed=3),
+        HeadSpec("nnpu", 0.9, seed=1),  # a too-large prior: the correction branch fires
+        HeadSpec("upu", 0.15),
+        HeadSpec("bce", seed=2),
+        HeadSpec("wbce"),
+    ],
+    ids=lambda h: h.loss,
+)
+def test_one_head_equals_autograd_adam_reference(head: HeadSpec) -> None:
+    X, s, _ = pu_data()
+    stats: dict = {}
+    w_ref, b_ref, _ = reference_train(X, s, head, epochs=6, batch_size=64, lr=3e-3, stats=stats)
+    if head.loss == "nnpu":
+        assert 0 < stats["corrected"] < 60  # both branches were taken
+    result = train_heads(X, s, [head], epochs=6, batch_size=64, lr=3e-3, shuffle=False)
+    np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
+    assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
+    assert result.steps[0] == 6 * 10
+
+
+def test_skipped_batches_match_a_reference_that_skips_the_step() -> None:
+    X, s, _ = pu_data(n=400, c=0.3)
+    s[:] = 0
+    s[[5, 70, 150, 290, 295]] = 1  # labeled positives in batches 0, 1, 2, 4 of 50 rows; none in 3, 5, 6, 7
+    head = HeadSpec("imbnnpu", 0.2, seed=4)
+    w_ref, b_ref, skipped = reference_train(X, s, head, epochs=3, batch_size=50, lr=1e-2)
+    result = train_heads(X, s, [head], epochs=3, batch_size=50, lr=1e-2, shuffle=False)
+    assert skipped == 3 * 4
+    assert result.skipped_batches[0] == skipped and result.steps[0] == 3 * 8 - skipped
+    np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
+    assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
+
+
+def test_k_heads_together_equal_each_head_trained_alone() -> None:
+    X, s, y = pu_data(n=500)
+    rng = np.random.default_rng(5)
+    s2 = ((y == 1) & (rng.random(len(y)) < 0.1)).astype(np.int64)  # a sparser second label set
+    labels = np.stack([s, s2, y], axis=1)
+    heads = [
+        HeadSpec("imbnnpu", 0.1, seed=0, column=0),
+        HeadSpec("imbnnpu", 0.3, seed=1, column=1),
+        HeadSpec("nnpu", 0.5, seed=2, column=0, gamma=0.5),
+        HeadSpec("upu", 0.2, seed=3, column=1),
+        HeadSpec("bce", seed=4, column=0),
+        HeadSpec("wbce", seed=5, column=1),
+        HeadSpec("pn", seed=6, column=2),
+    ]
+    kw = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "shuffle_seed": 11}
+    together = train_heads(X, labels, heads, **kw)
+    assert together.skipped_batches[1] > 0  # the sparse label set leaves batches without P
+    for k, head in enumerate(heads):
+        alone = train_heads(X, labels, [head], **kw)
+        np.testing.assert_allclose(alone.W[:, 0], together.W[:, k], atol=1e-5, err_msg=head.loss)
+        assert alone.b[0] == pytest.approx(together.b[k], abs=1e-5)
+        assert alone.skipped_batches[0] == together.skipped_batches[k]
+    # different shuffle seeds give different weights (the order really is shuffled)
+    other = train_heads(X, labels, heads[:1], **{**kw, "shuffle_seed": 12})
+    assert np.abs(other.W[:, 0] - together.W[:, 0]).max() > 1e-4
+
+
+def test_epoch_order_is_a_fresh_permutation_each_epoch() -> None:
+    gen = torch.Generator().manual_seed(0)
+    first, sizes = _epoch_order(1000, 256, gen, None)
+    second, _ = _epoch_order(1000, 256, gen, None)
+    assert sizes == [256, 256, 256, 232]
+    assert sorted(first.tolist()) == list(range(1000)) and sorted(second.tolist()) == list(range(1000))
+    assert not torch.equal(first, second)
+
+
+def test_stratified_batches_each_hold_their_share_of_positives() -> None:
+    strata = np.zeros(1000, dtype=bool)
+    strata[np.random.default_rng(0).choice(1000, 30, replace=False)] = True
+    order, sizes = _epoch_order(1000, 256, torch.Generator().manual_seed(0), strata)
+    assert sorted(order.tolist()) == list(range(1000))  # every row once
+    assert len(sizes) == 4 and sum(sizes) == 1000
+    counts = [int(strata[b.numpy()].sum()) for b in torch.split(order, sizes)]
+    assert counts == [8, 8, 7, 7]
+    # fewer positives than batches: positives are drawn again so that every batch has one
+    few = np.zeros(1000, dtype=bool)
+    few[[3, 500]] = True
+    order, sizes = _epoch_order(1000, 100, torch.Generator().manual_seed(0), few)
+    assert [int(few[b.numpy()].sum()) for b in torch.split(order, sizes)] == [1] * 10
+
+
+def test_stratified_training_never_skips() -> None:
+    X, s, _ = pu_data(n=400)
+    s[:] = 0
+    s[[5, 70, 150]] = 1
+    plain = train_heads(X, s, [HeadSpec("nnpu", 0.2)], epochs=2, batch_size=40)
+    strat = train_heads(X, s, [HeadSpec("nnpu", 0.2)], epochs=2, batch_size=40, stratified=True)
+    assert plain.skipped_batches[0] > 0
+    assert strat.skipped_batches[0] == 0 and strat.steps[0] == 2 * 10
+
+
+def test_history_records_test_metrics_per_epoch() -> None:
+    X, s, _ = pu_data()
+    Xt, _, yt = pu_data(seed=1)
+    result = train_heads(
+        X, s, [HeadSpec("imbnnpu", 0.2), HeadSpec("bce")], epochs=4, batch_size=64, lr=1e-2,
+        X_test=Xt, y_test=yt, eval_every=2, track_loss=True,
+    )  # fmt: skip
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]  # train loss every epoch, test every 2nd
+    assert "auc" not in result.history[0] and "auc" in result.history[1]
+    scores = result.decision_function(Xt)
+    last = result.history[-1]
+    for k in range(2):
+        assert last["auc"][k] == pytest.approx(roc_auc_score(yt, scores[:, k]))
+        assert last["f1"][k] == pytest.approx(f1_score(yt, scores[:, k] > 0))
+    assert np.all(np.isfinite(last["train_loss"])) and np.all(np.isfinite(last["test_loss"]))
+
+
+def test_float16_features_train_like_their_float32_values() -> None:
+    X, s, _ = pu_data()
+    X16 = X.astype(np.float16)
+    a = train_heads(X16, s, [HeadSpec("imbnnpu", 0.2)], epochs=2)
+    b = train_heads(X16.astype(np.float32), s, [HeadSpec("imbnnpu", 0.2)], epochs=2)
+    np.testing.assert_array_equal(a.W, b.W)
+
+
+@pytest.mark.parametrize(
+    ("heads", "labels", "match"),
+    [
+        ([HeadSpec("imbnnpu", 1.2)], None, "not in"),
+        ([HeadSpec("nnpu", None)], None, "prior is required"),
+        ([HeadSpec("imbnnpu", 0.2)], "zeros", "no labeled positive"),
+        ([HeadSpec("imbnnpu", 0.2)], "twos", "must be 0 or 1"),
+        ([HeadSpec("hinge")], None, "unknown loss"),
+        ([HeadSpec("bce", column=3)], None, "column 3"),
+        ([], None, "no heads"),
+    ],
+)
+def test_bad_input_is_an_impulses_error(heads, labels, match: str) -> None:
+    X, s, _ = pu_data(n=50)
+    if labels == "zeros":
+        s = np.zeros_like(s)
+    elif labels == "twos":
+        s = s * 2
+    with pytest.raises(ImpulsesError, match=match):
+        train_heads(X, s, heads, epochs=1)
+
+
+def test_head_grid_deduplicates_prior_free_losses() -> None:
+    grid = head_grid(["imbnnpu", "bce", "pn"], [0.1, 0.2], [0.5, 1.0], [0, 1], ["s_0", "s_1"])
+    pu = [g for g in grid if g.spec.loss == "imbnnpu"]
+    assert len(pu) == 2 * 2 * 2 * 2  # priors x distortions x seeds x label sets
+    assert len([g for g in grid if g.spec.loss == "bce"]) == 2 * 2  # seeds x label sets
+    pn = [g for g in grid if g.spec.loss == "pn"]
+    assert len(pn) == 2 and {g.label_set for g in pn} == {"y"} and {g.spec.column for g in pn} == {2}
+    assert {g.spec.prior for g in pu} == {0.05, 0.1, 0.2}
+    assert len({g.spec.name for g in grid}) == len(grid)
+    with pytest.raises(ImpulsesError, match=r"--distortion 10 x --prior 0.2 = 2"):
+        head_grid(["nnpu"], [0.2], [10.0], [0], ["s"])
+    with pytest.raises(ImpulsesError, match="needs a prior"):
+        head_grid(["nnpu"], [], [1.0], [0], ["s"])
+
+
+def test_heads_file_round_trip(tmp_path) -> None:
+    X, s, _ = pu_data(n=100)
+    result = train_heads(X, s, [HeadSpec("bce", name="b0"), HeadSpec("imbnnpu", 0.2, name="i0")], epochs=1)
+    path = save_heads(tmp_path / "h" / "heads.pt", result, store_dim=12)
+    payload = load_heads(path)
+    np.testing.assert_array_equal(payload["W"].numpy(), result.W)
+    assert [h["name"] for h in payload["heads"]] == ["b0", "i0"] and payload["dim"] == 12
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ImpulsesError, match="not a heads file"):
+        load_heads(tmp_path / "junk.pt")
+    with pytest.raises(ImpulsesError, match="no such heads file"):
+        load_heads(tmp_path / "missing.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    X, s, _ = pu_data()
+    heads = [HeadSpec("imbnnpu", 0.2, seed=0), HeadSpec("bce", seed=1)]
+    cpu = train_heads(X, s, heads, epochs=3, batch_size=64)
+    gpu = train_heads(X, s, heads, epochs=3, batch_size=64, device="cuda")
+    np.testing.assert_allclose(gpu.W, cpu.W, atol=1e-4)
+    bf16 = train_heads(X, s, heads, epochs=3, batch_size=64, device="cuda", feature_dtype="bfloat16")
+    assert np.all(np.isfinite(bf16.W))
