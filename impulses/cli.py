@@ -646,3 +646,371 @@ def estimate_prior_command(
             "true (from y)", f"{true_prior:.4f}", "", f"{(n_l + true_prior * n_u) / (n_l + n_u):.4f}", ""
         )
     console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# train-head, predict (PU heads helper's section)
+# ---------------------------------------------------------------------------------------------
+RESULT_COLUMNS = (
+    "head", "loss", "prior", "base_prior", "distortion", "seed", "label_set", "epochs",
+    "accuracy", "f1", "auc", "ap", "seconds", "eval_on", "skipped_batches",
+)  # fmt: skip
+
+
+def parse_priors(values: list[str] | None, prior_range: str | None) -> list[float | str]:
+    """``--prior`` values (numbers or ``auto``) and ``--prior-range START:STOP:N`` (inclusive linspace)."""
+    priors: list[float | str] = []
+    for value in values or []:
+        if value.strip().lower() == "auto":
+            priors.append("auto")
+            continue
+        try:
+            priors.append(float(value))
+        except ValueError:
+            raise ImpulsesError(f"--prior {value!r} is not a number (or 'auto')") from None
+    if prior_range:
+        parts = prior_range.split(":")
+        try:
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if len(parts) != 3 or count < 1:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ImpulsesError(
+                f"--prior-range {prior_range!r} must be START:STOP:N, e.g. 0.05:0.5:10"
+            ) from None
+        step = (stop - start) / (count - 1) if count > 1 else 0.0
+        priors.extend(start + i * step for i in range(count))
+    for prior in priors:
+        if prior != "auto" and not 0 < float(prior) < 1:
+            raise ImpulsesError(
+                f"--prior {prior:g} is not in (0, 1): π is p(y=1 | s=0), a share of the unlabeled"
+            )
+    return list(dict.fromkeys(priors))
+
+
+def auto_prior(features: "np.ndarray", s: "np.ndarray", label_set: str) -> float:  # noqa: F821, UP037
+    """The prior ``--prior auto`` stands for, estimated from one label set (not wired up yet)."""
+    raise ImpulsesError(
+        f"--prior auto (label set {label_set}): no class-prior estimator is wired in yet; give a number"
+    )
+
+
+def parse_distortions(value: str) -> list[float]:
+    """``--distortion 0.1,0.5,1,2``: factors applied to every base prior."""
+    try:
+        factors = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ImpulsesError(f"--distortion {value!r} must be comma-separated numbers, e.g. 0.5,1,2") from None
+    if not factors:
+        raise ImpulsesError("--distortion: give at least one factor, e.g. 1")
+    return list(dict.fromkeys(factors))
+
+
+@app.command("train-head")
+def train_head(
+    train: Annotated[Path, typer.Option(help="Training embedding store (.h5) holding the label set's ids.")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            help="Label set (.parquet/.csv): id, s and/or s_<name> (one label set each), optional y."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for results.csv, heads.pt (and history.csv).")],
+    prior: Annotated[
+        list[str] | None,
+        typer.Option(help="π = p(y=1 | s=0), repeatable (a number in (0, 1), or 'auto' once wired)."),
+    ] = None,
+    prior_range: Annotated[
+        str | None, typer.Option(help="More priors: START:STOP:N, N evenly spaced values, ends included.")
+    ] = None,
+    distortion: Annotated[
+        str,
+        typer.Option(help="B1,B2,...: train each PU head at prior × B (the paper's misspecification study)."),
+    ] = "1",
+    loss: Annotated[
+        list[str] | None, typer.Option(help="Repeatable: imbnnpu (default), nnpu, upu, bce, wbce, pn.")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 of each head's initialisation.")] = 1,
+    label_set: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these label sets of the file (s, s_NAME or NAME); default all."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training rows.")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-4,
+    prior_prime: Annotated[
+        float, typer.Option(help="π′ of imbnnPU: the positives' share of the loss.")
+    ] = 0.5,
+    beta: Annotated[float, typer.Option(help="nnPU β: correct when R_n < −β.")] = 0.0,
+    gamma: Annotated[float, typer.Option(help="nnPU γ: the correction step's scale.")] = 1.0,
+    stratified: Annotated[
+        bool, typer.Option(help="Give every batch its share of labeled positives (P and U dealt separately).")
+    ] = False,
+    shuffle_seed: Annotated[
+        int, typer.Option(help="Seed of the per-epoch batch order shared by all heads.")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    test: Annotated[Path | None, typer.Option(help="Test embedding store (with --test-labels).")] = None,
+    test_labels: Annotated[Path | None, typer.Option(help="Test label set (.parquet/.csv): id, y.")] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            help="With --test: test metrics every N epochs into DIR/history.csv (0: only at the end)."
+        ),
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result rows as JSON on stdout (and nothing else there).")
+    ] = False,
+) -> None:
+    """Train a sweep of linear PU heads on cached embeddings in one pass per epoch, and evaluate them.
+
+    The heads are losses × priors × distortions × seeds × label sets (bce/wbce ignore the prior; pn
+    trains on the true labels y). Metrics (decision at logit 0) are on --test when given, else on
+    the training rows' y when the label set has it. ``seconds`` is the wall time of the one joint
+    training run of all heads.
+
+    Examples:
+
+        impulses train-head --train train.h5 --labels labels.parquet --prior 0.074 --out runs/heads
+
+        impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.1,0.5,1,2,5,10 --seeds 3 --test test.h5 --test-labels t.parquet --eval-every 1 --out runs/distortion
+
+        impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
+    """
+    import numpy as np
+
+    from impulses.embed.store import EmbeddingStore
+    from impulses.pu.heads import head_grid, train_heads
+    from impulses.pu.labels import read_label_set, read_test_labels
+    from impulses.pu.losses import get_loss
+    from impulses.pu.metrics import evaluate_heads
+    from impulses.runtime import make_progress, resolve_device
+
+    losses = [get_loss(name).name for name in (loss or ["imbnnpu"])]
+    base_priors = parse_priors(prior, prior_range)
+    distortions = parse_distortions(distortion)
+    if seeds < 1:
+        raise ImpulsesError(f"--seeds {seeds}: train at least one seed")
+    if (test is None) != (test_labels is None):
+        raise ImpulsesError("--test and --test-labels go together: give both or neither")
+    torch_device = resolve_device(device)
+    label_file = read_label_set(labels, names=label_set)
+    needs_y = any(get_loss(name).labels == "y" for name in losses)
+    if needs_y and label_file.y is None:
+        raise ImpulsesError(f"--loss pn trains on true labels, but {labels} has no 'y' column")
+    store = EmbeddingStore.open(train)
+    rows = label_file.rows_in(store)
+    X = store.read(rows)
+    columns = [label_file.s[:, j] for j in range(len(label_file.names))]
+    if needs_y:
+        columns.append(label_file.y)
+    S = np.stack(columns, axis=1)
+
+    concrete = [float(p) for p in base_priors if p != "auto"]
+    priors: list[float] | dict[str, list[float]] = concrete
+    if "auto" in base_priors:
+        priors = {
+            name: [*concrete, auto_prior(X, label_file.s[:, j], name)]
+            for j, name in enumerate(label_file.names)
+        }
+    grid = head_grid(
+        losses, priors, distortions, range(seeds), label_file.names,
+        prior_prime=prior_prime, beta=beta, gamma=gamma,
+    )  # fmt: skip
+
+    X_test = y_test = None
+    eval_on = "none"
+    if test is not None and test_labels is not None:
+        test_file = read_test_labels(test_labels)
+        test_store = EmbeddingStore.open(test)
+        if test_store.dim != store.dim:
+            raise ImpulsesError(
+                f"--test {test} has dim {test_store.dim}, --train {train} has dim {store.dim}"
+            )
+        X_test, y_test = test_store.read(test_file.rows_in(test_store)), test_file.y
+        eval_on = "test"
+    elif label_file.y is not None:
+        X_test, y_test = X, label_file.y
+        eval_on = "train (y)"
+
+    specs = [head.spec for head in grid]
+    err_console.print(
+        f"training {len(specs)} head(s) on {len(X):,} x {store.dim} features "
+        f"({len(label_file.names)} label set(s)) on {torch_device}",
+        style="dim",
+        highlight=False,
+    )
+    with make_progress() as progress:
+        task = progress.add_task("epochs", total=epochs)
+        result = train_heads(
+            X, S, specs, epochs=epochs, batch_size=batch_size, lr=lr, stratified=stratified,
+            shuffle_seed=shuffle_seed, device=torch_device,
+            X_test=X_test if eval_every > 0 and eval_on == "test" else None,
+            y_test=y_test if eval_every > 0 and eval_on == "test" else None,
+            eval_every=eval_every, track_loss=eval_every > 0,
+            on_epoch=lambda done, total: progress.update(task, completed=done),
+        )  # fmt: skip
+    if X_test is not None:
+        metrics = evaluate_heads(result.decision_function(X_test), y_test)
+    else:
+        metrics = [dict.fromkeys(("accuracy", "f1", "auc", "ap"), float("nan")) for _ in specs]
+    rows_out = []
+    for k, (head, m) in enumerate(zip(grid, metrics, strict=True)):
+        rows_out.append({
+            "head": head.spec.name, "loss": head.spec.loss, "prior": head.spec.prior,
+            "base_prior": head.base_prior, "distortion": head.distortion, "seed": head.spec.seed,
+            "label_set": head.label_set, "epochs": epochs, "accuracy": m["accuracy"], "f1": m["f1"],
+            "auc": m["auc"], "ap": m["ap"], "seconds": round(result.seconds, 3), "eval_on": eval_on,
+            "skipped_batches": int(result.skipped_batches[k]),
+        })  # fmt: skip
+    _write_train_outputs(out, rows_out, result, store, train, labels, label_file.names)
+    skipping = [row for row in rows_out if row["skipped_batches"]]
+    if skipping:
+        most = max(row["skipped_batches"] for row in skipping)
+        err_console.print(
+            f"warning: {len(skipping)} head(s) took no step on up to {most} of {result.batches_per_epoch * epochs} "
+            "batches, which held no labeled positive or no unlabeled row (results.csv: skipped_batches); "
+            "--stratified avoids that",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if as_json:
+        typer.echo(json.dumps(rows_out, default=_json_float))
+        return
+    _print_results(rows_out, out)
+
+
+def _json_float(value: object) -> object:
+    return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def _write_train_outputs(out, rows, result, store, train, labels, label_sets) -> None:
+    """DIR/results.csv, DIR/heads.pt and (with a history) DIR/history.csv."""
+    import polars as pl
+
+    from impulses import __version__
+    from impulses.pu.heads import save_heads
+
+    out.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows, schema_overrides={"prior": pl.Float64, "base_prior": pl.Float64,
+                                         "distortion": pl.Float64}).write_csv(out / "results.csv")  # fmt: skip
+    save_heads(
+        out / "heads.pt", result,
+        store_dim=store.dim, feature_dtype=store.dtype, train_store=str(train),
+        store_fingerprint=store.fingerprint, labels=str(labels), label_sets=list(label_sets),
+        grid=[{k: row[k] for k in ("head", "loss", "prior", "base_prior", "distortion", "seed", "label_set")}
+              for row in rows],
+        impulses_version=__version__,
+    )  # fmt: skip
+    if result.history:
+        records = []
+        for entry in result.history:
+            for k, row in enumerate(rows):
+                record = {"head": row["head"], "loss": row["loss"], "prior": row["prior"],
+                          "distortion": row["distortion"], "seed": row["seed"], "label_set": row["label_set"],
+                          "epoch": entry["epoch"]}  # fmt: skip
+                for key in ("train_loss", "auc", "f1", "accuracy", "test_loss"):
+                    if key in entry:
+                        record[key] = float(entry[key][k])
+                records.append(record)
+        pl.DataFrame(records, infer_schema_length=None).write_csv(out / "history.csv")
+
+
+def _print_results(rows: list[dict], out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} head(s) -> {out}/results.csv, heads.pt", title_justify="left")
+    for column in ("head", "prior", "accuracy", "f1", "auc", "ap"):
+        table.add_column(column, justify="left" if column == "head" else "right")
+    for row in rows:
+        prior = "" if row["prior"] is None else f"{row['prior']:.4g}"
+        table.add_row(row["head"], prior, *(f"{row[m]:.4f}" for m in ("accuracy", "f1", "auc", "ap")))
+    console.print(table)
+    console.print(f"metrics on: {rows[0]['eval_on']}; trained in {rows[0]['seconds']:.2f} s", highlight=False)
+
+
+@app.command()
+def predict(
+    heads: Annotated[Path, typer.Option(help="heads.pt written by impulses train-head.")],
+    store: Annotated[Path, typer.Option(help="Embedding store (.h5) to score.")],
+    out: Annotated[
+        Path, typer.Option(help="Scores file (.parquet or .csv): id and one logit column per head.")
+    ],
+) -> None:
+    """Score every sample of a store with trained heads: one logit column per head (positive = class 1).
+
+    Examples:
+
+        impulses predict --heads runs/heads/heads.pt --store test.h5 --out scores.parquet
+    """
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from impulses.embed.store import EmbeddingStore
+    from impulses.pu.heads import load_heads
+
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise ImpulsesError(f"--out {out}: scores are written as .parquet or .csv")
+    payload = load_heads(heads)
+    data = EmbeddingStore.open(store)
+    if data.dim != payload["dim"]:
+        raise ImpulsesError(
+            f"--store {store} has dim {data.dim}, but the heads in {heads} were trained on dim {payload['dim']}"
+        )
+    W, b = payload["W"].float(), payload["b"].float()
+    scores = np.empty((len(data), W.shape[1]), dtype=np.float32)
+    for start, block in data.iter_batches(65536):
+        scores[start : start + len(block)] = torch.addmm(b, torch.from_numpy(block), W).numpy()
+    names = [h.get("name") or f"head{k}" for k, h in enumerate(payload["heads"])]
+    frame = pl.DataFrame({"id": [str(i) for i in data.ids], **{n: scores[:, k] for k, n in enumerate(names)}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.write_csv(out)
+    else:
+        frame.write_parquet(out)
+    typer.echo(f"wrote {len(data):,} rows x {len(names)} head score(s) to {out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# demo (integrator's section)
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: label sets, checkpoint, stores, tables.")] = Path(
+        "runs/demo"
+    ),
+    plot: Annotated[
+        Path | None, typer.Option(help="Where to write the figures. [default: OUT/plots]")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-run rows as JSON at the end.")] = False,
+) -> None:
+    """The whole ImPULSeS pipeline on scikit-learn's digits, in a few minutes on a CPU.
+
+    An imbalanced PU split (positives {0, 1, 8, 9}, c = 0.2, 3 label sets), debiased contrastive
+    pretraining of a small encoder, the embedding store, linear heads (ImPULSeS = imbnnPU at the true
+    prior, nnPU, BCE, wBCE, the PN upper bound, a prior-distortion sweep 0.1x-10x), the baselines
+    trained end to end without pretraining, and a results table. Rerunning reuses finished steps.
+
+    Examples:
+
+        impulses demo
+
+        impulses demo --out runs/demo2 --plot figures --json
+    """
+    from dataclasses import replace
+
+    from impulses.pipeline.experiment import DEMO, run_experiment
+    from impulses.pipeline.report import print_experiment
+
+    config = replace(DEMO, device=device)
+    log = (lambda msg: err_console.print(msg, markup=False, highlight=False)) if as_json else (
+        lambda msg: console.print(msg, markup=False, highlight=False)
+    )
+    result = run_experiment(config, out, plot_dir=plot, progress=progress, log=log)
+    if as_json:
+        typer.echo(result.runs.write_json())
+        return
+    print_experiment(result, config)

@@ -1,0 +1,190 @@
+"""``impulses train-head`` / ``predict`` / ``info`` end to end on a real PU task built from scikit-learn's digits.
+
+The task mirrors the paper's imbalanced CIFAR-10 split: positives are the digits 0-3, downsampled to
+1 positive per 10 negatives, and 20% of them are labeled (c = 0.2), so π = p(y=1 | s=0) ≈ 0.074.
+The test set is held out and keeps every class (≈ 40% positives, like CIFAR-10's test set).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from impulses.embed.store import EmbeddingStore
+from impulses.pu.labels import write_label_set
+
+
+@dataclass
+class DigitsTask:
+    train: Path
+    test: Path
+    labels: Path
+    test_labels: Path
+    prior: float
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory: pytest.TempPathFactory) -> DigitsTask:
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    X, target = digits.data.astype(np.float32), digits.target
+    ids = np.array([f"digits/{i}" for i in range(len(X))], dtype=object)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(X))
+    test, train = np.sort(perm[:540]), np.sort(perm[540:])
+    EmbeddingStore.write(root / "train.h5", X[train], ids[train], targets=target[train])
+    EmbeddingStore.write(root / "test.h5", X[test], ids[test], targets=target[test])
+    positive = np.isin(target, [0, 1, 2, 3])
+    train_pos, train_neg = train[positive[train]], train[~positive[train]]
+    kept = np.sort(np.concatenate([rng.choice(train_pos, len(train_neg) // 10, replace=False), train_neg]))
+    y = positive[kept].astype(int)
+    s = np.zeros(len(kept), dtype=int)
+    s[rng.choice(np.flatnonzero(y == 1), round(0.2 * y.sum()), replace=False)] = 1
+    write_label_set(root / "labels.parquet", ids[kept], s, y=y)
+    write_label_set(root / "test.parquet", ids[test], None, y=positive[test].astype(int))
+    return DigitsTask(
+        root / "train.h5", root / "test.h5", root / "labels.parquet", root / "test.parquet",
+        float(y[s == 0].mean()), root,
+    )  # fmt: skip
+
+
+def common(task: DigitsTask, out: Path) -> list[object]:
+    return ["train-head", "--train", task.train, "--labels", task.labels, "--out", out]
+
+
+def test_imbnnpu_at_the_true_prior_beats_bce_on_f1(cli, task: DigitsTask, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = cli(
+        *common(task, out), "--prior", task.prior, "--loss", "imbnnpu", "--loss", "bce", "--seeds", "2",
+        "--test", task.test, "--test-labels", task.test_labels, "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert [r["loss"] for r in rows] == ["imbnnpu", "imbnnpu", "bce", "bce"]
+    f1 = {loss: np.mean([r["f1"] for r in rows if r["loss"] == loss]) for loss in ("imbnnpu", "bce")}
+    assert f1["imbnnpu"] > 0.5 and f1["imbnnpu"] > f1["bce"] + 0.3, f1
+    assert all(r["eval_on"] == "test" and r["epochs"] == 100 for r in rows)
+    assert rows[0]["prior"] == pytest.approx(task.prior) and rows[2]["prior"] is None
+
+    table = pl.read_csv(out / "results.csv")
+    for column in (
+        "loss",
+        "prior",
+        "distortion",
+        "seed",
+        "label_set",
+        "epochs",
+        "accuracy",
+        "f1",
+        "auc",
+        "ap",
+        "seconds",
+    ):
+        assert column in table.columns
+    assert table.height == 4 and table["f1"].to_list() == pytest.approx([r["f1"] for r in rows])
+    payload = torch.load(out / "heads.pt", weights_only=True)
+    assert (
+        payload["W"].shape == (64, 4) and payload["store_dim"] == 64 and payload["feature_dtype"] == "float16"
+    )
+    assert [h["name"] for h in payload["heads"]] == [r["head"] for r in rows]
+
+
+def test_predict_writes_one_logit_column_per_head(cli, task: DigitsTask, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(*common(task, out), "--prior", task.prior, "--epochs", "3", "--seeds", "2").code == 0
+    scores_path = tmp_path / "scores.parquet"
+    result = cli("predict", "--heads", out / "heads.pt", "--store", task.test, "--out", scores_path)
+    assert result.code == 0, result.stderr
+    scores = pl.read_parquet(scores_path)
+    store = EmbeddingStore.open(task.test)
+    payload = torch.load(out / "heads.pt", weights_only=True)
+    names = [h["name"] for h in payload["heads"]]
+    assert scores.columns == ["id", *names]
+    assert scores["id"].to_list() == list(store.ids)
+    expected = store.read() @ payload["W"].numpy() + payload["b"].numpy()
+    np.testing.assert_allclose(scores.select(names).to_numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sweep_grid_distortions_history_and_table(cli, task: DigitsTask, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    result = cli(
+        *common(task, out), "--prior", task.prior, "--prior-range", "0.1:0.3:3", "--distortion", "0.5,1,2",
+        "--loss", "imbnnpu", "--loss", "wbce", "--loss", "pn", "--epochs", "4", "--eval-every", "2",
+        "--test", task.test, "--test-labels", task.test_labels, "--stratified",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    table = pl.read_csv(out / "results.csv")
+    assert table.filter(pl.col("loss") == "imbnnpu").height == 4 * 3  # priors x distortions
+    assert (
+        table.filter(pl.col("loss") == "wbce").height == 1
+        and table.filter(pl.col("loss") == "pn").height == 1
+    )
+    assert table.filter(pl.col("loss") == "pn")["label_set"].to_list() == ["y"]
+    assert (table["skipped_batches"] == 0).all()  # stratified batches always hold a labeled positive
+    history = pl.read_csv(out / "history.csv")
+    assert sorted(set(history["epoch"].to_list())) == [1, 2, 3, 4]
+    assert history.filter(pl.col("epoch") == 4).height == table.height
+    assert history.filter(pl.col("epoch") == 2)["auc"].null_count() == 0
+    assert "imbnnpu_pi0.1_x0.5_seed0_s" in result.stdout  # the rich table
+
+
+def test_info_on_a_label_set(cli, task: DigitsTask) -> None:
+    result = cli("info", task.labels, "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["s"]["prior"] == pytest.approx(task.prior)
+    assert summary["s"]["label_frequency"] == pytest.approx(0.2, abs=0.01)
+
+
+def bad_inputs(task: DigitsTask, tmp: Path) -> dict[str, tuple[list[object], str]]:
+    """name -> (arguments, expected piece of the one-line error)."""
+    root = task.root
+    unknown = write_label_set(tmp / "unknown.csv", ["digits/0", "nope/1"], np.array([1, 0]))
+    no_pos = write_label_set(tmp / "nopos.csv", ["digits/0", "digits/1"], np.array([0, 0]))
+    other_dim = EmbeddingStore.write(tmp / "dim8.h5", np.zeros((3, 8), np.float32), ["a", "b", "c"]).path
+    heads_dir = tmp / "h"
+    return {
+        "missing store": (["train-head", "--train", tmp / "nope.h5", "--labels", task.labels, "--prior", "0.1",
+                           "--out", tmp / "o"], "no such embedding store"),
+        "missing labels": (["train-head", "--train", task.train, "--labels", tmp / "nope.parquet", "--prior", "0.1",
+                            "--out", tmp / "o"], "no such label file"),
+        "unknown id": (["train-head", "--train", task.train, "--labels", unknown, "--prior", "0.1", "--out", tmp / "o"],
+                       "'nope/1'"),
+        "prior above 1": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "1.5",
+                           "--out", tmp / "o"], "--prior 1.5 is not in (0, 1)"),
+        "prior zero": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0",
+                        "--out", tmp / "o"], "not in (0, 1)"),
+        "distorted prior": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0.2",
+                             "--distortion", "1,10", "--out", tmp / "o"], "--distortion 10 x --prior 0.2 = 2"),
+        "no labeled positive": (["train-head", "--train", task.train, "--labels", no_pos, "--prior", "0.1",
+                                 "--out", tmp / "o"], "no labeled positive"),
+        "pn without y": (["train-head", "--train", task.train, "--labels", unknown, "--loss", "pn",
+                          "--out", tmp / "o"], "no 'y' column"),
+        "unknown loss": (["train-head", "--train", task.train, "--labels", task.labels, "--loss", "hinge",
+                          "--out", tmp / "o"], "unknown loss 'hinge'"),
+        "test without labels": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0.1",
+                                 "--test", task.test, "--out", tmp / "o"], "--test and --test-labels go together"),
+        "dimension mismatch": (["predict", "--heads", heads_dir / "heads.pt", "--store", other_dim,
+                                "--out", tmp / "s.parquet"], "has dim 8, but the heads"),
+        "missing heads": (["predict", "--heads", tmp / "none.pt", "--store", root / "test.h5",
+                           "--out", tmp / "s.parquet"], "no such heads file"),
+    }  # fmt: skip
+
+
+def test_bad_input_exits_2_with_one_line(cli, task: DigitsTask, tmp_path: Path) -> None:
+    assert cli(*common(task, tmp_path / "h"), "--prior", "0.1", "--epochs", "1").code == 0
+    for name, (args, message) in bad_inputs(task, tmp_path).items():
+        result = cli(*args)
+        assert result.code == 2, (name, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert message in lines[0], (name, lines[0])
+        assert "Traceback" not in result.stderr
