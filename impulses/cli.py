@@ -445,7 +445,7 @@ def split(
         parse_class_list,
         preset_classes,
         resolve_classes,
-        write_label_set,
+        write_label_frame,
     )
 
     if (positive_classes is None) == (preset is None):
@@ -484,9 +484,9 @@ def split(
         test_frame = make_test_labels(
             test_store.ids, check_targets(test_store.targets, where=str(test)), classes
         )
-    write_label_set(result.labels, out)
+    write_label_frame(result.labels, out)
     if test_frame is not None and test_out is not None:
-        write_label_set(test_frame, test_out)
+        write_label_frame(test_frame, test_out)
 
     stats = result.stats
     names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
@@ -534,36 +534,6 @@ def split(
     _split_stats_table(f"PU split of {store}" + (f" (preset {preset})" if preset else ""), rows)
 
 
-def _read_pu_labels(path: Path, label_set: str | None) -> "tuple[list[str], np.ndarray, np.ndarray | None]":  # noqa: F821, UP037
-    """Ids, the chosen s column and y (when present) of a label set."""
-    import numpy as np
-    import polars as pl
-
-    from impulses.errors import LabelSetError
-
-    if not path.exists():
-        raise LabelSetError(f"{path}: no such label set")
-    try:
-        frame = pl.read_parquet(path) if path.suffix.lower() == ".parquet" else pl.read_csv(path)
-    except Exception as err:
-        raise LabelSetError(f"{path}: not a readable label set ({err})") from None
-    sets = [c for c in frame.columns if c == "s" or c.startswith("s_")]
-    column = "s" if label_set is None else (label_set if label_set in sets else f"s_{label_set}")
-    if column not in frame.columns:
-        if label_set is None and sets:
-            raise LabelSetError(f"{path} holds label sets {', '.join(sets)}: choose one with --label-set")
-        raise LabelSetError(
-            f"{path}: no label column {column!r} (label columns: {', '.join(sets) or 'none'})"
-        )
-    if "id" not in frame.columns:
-        raise LabelSetError(f"{path}: no id column")
-    s = frame[column].to_numpy()
-    if not np.isin(s, (0, 1)).all():
-        raise LabelSetError(f"{path}: column {column} must hold only 0 and 1")
-    y = frame["y"].to_numpy() if "y" in frame.columns else None
-    return [str(i) for i in frame["id"].to_list()], s.astype(np.int64), y
-
-
 @app.command("estimate-prior")
 def estimate_prior_command(
     train: Annotated[Path, typer.Option(help="Training embedding store holding the label set's ids.")],
@@ -591,18 +561,23 @@ def estimate_prior_command(
 
         impulses estimate-prior --train train.h5 --labels labels.csv --label-set 2 --json
     """
+    import numpy as np
+
     from impulses.embed.store import EmbeddingStore
+    from impulses.errors import LabelSetError
+    from impulses.pu.labels import read_label_set
     from impulses.pu.prior import estimate_prior
 
-    ids, s, y = _read_pu_labels(labels, label_set)
+    label_file = read_label_set(labels, names=[label_set] if label_set is not None else None)
+    if len(label_file.names) > 1:
+        raise LabelSetError(f"{labels} holds label sets {', '.join(label_file.names)}: choose one with --label-set")
     store = EmbeddingStore.open(train)
-    rows = store.rows_of(ids, what=f"ids of {labels}")
+    rows = label_file.rows_in(store)
     order = rows.argsort()
     features = store.read(rows[order])
-    s, y = s[order], (y[order] if y is not None else None)
-    err_console.print(
-        f"fitting the P-vs-U classifier on {len(ids):,} x {store.dim} features ...", style="dim"
-    )
+    s = label_file.s[order, 0].astype(np.int64)
+    y = label_file.y[order] if label_file.y is not None else None
+    err_console.print(f"fitting the P-vs-U classifier on {len(rows):,} x {store.dim} features ...", style="dim")
     estimates = estimate_prior(features, s, n_folds=folds, seed=seed)
     n_l, n_u = int(s.sum()), int((s == 0).sum())
     true_prior = float(y[s == 0].mean()) if y is not None and n_u else None

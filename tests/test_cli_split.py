@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from impulses.embed.store import EmbeddingStore
+from impulses.pu.labels import read_label_set, read_test_labels
 from impulses.pu.splits import FASHION_MNIST_CLASSES
 
 DIGIT_NAMES = [f"digit {i}" for i in range(10)]
@@ -67,6 +68,7 @@ def test_split_preset_reproduces_the_fashion_mnist_row_of_table_one(cli, tmp_pat
     assert ((frame["s"] == 0) & (frame["y"] == 1)).sum() == 2880
     test_frame = pl.read_parquet(test_out)
     assert test_frame.height == 10000 and test_frame["y"].sum() == 4000  # the full test set, 40% positive
+    assert read_test_labels(test_out).y.sum() == 4000 and read_label_set(out).names == ["s"]
 
 
 def test_split_k_label_sets_and_json(cli, small_store, tmp_path):
@@ -80,6 +82,13 @@ def test_split_k_label_sets_and_json(cli, small_store, tmp_path):
     frame = pl.read_parquet(out)
     assert frame.columns == ["id", "y", "s_0", "s_1", "s_2"] and frame.height == 280
     assert [frame[c].sum() for c in ("s_0", "s_1", "s_2")] == [8, 8, 8]
+    # The file is a valid label set for the rest of the toolkit: three label sets over the same rows.
+    labels = read_label_set(out)
+    assert labels.names == ["s_0", "s_1", "s_2"] and labels.s.sum(axis=0).tolist() == [8, 8, 8]
+    assert labels.column("2").tolist() == frame["s_2"].to_list()
+    assert (
+        EmbeddingStore.open(small_store).targets[labels.rows_in(EmbeddingStore.open(small_store))] < 2
+    ).sum() == 40
 
 
 @pytest.mark.parametrize(
@@ -161,7 +170,7 @@ def test_estimate_prior_label_set_choice_and_errors(cli, gaussian_store, tmp_pat
     )
     assert chosen.code == 0, chosen.stderr
     missing = cli("estimate-prior", "--train", gaussian_store, "--labels", labels, "--label-set", "7")
-    assert missing.code == 2 and "no label column 's_7'" in missing.stderr
+    assert missing.code == 2 and "no label set '7' (has s_0, s_1)" in missing.stderr
     foreign = tmp_path / "foreign.csv"
     pl.DataFrame({"id": ["gauss/0", "elsewhere/1"], "s": [1, 0]}).write_csv(foreign)
     unknown = cli("estimate-prior", "--train", gaussian_store, "--labels", foreign)

@@ -6,9 +6,10 @@ positives have ``s = 1``, everything else kept is unlabeled (``s = 0``). Positiv
 downsampling and rows whose target is unknown (-1) are left out of the label set, and counted.
 
 ``K`` independent labeled subsets of the *same* samples go into one file as columns ``s_0 ...
-s_{K-1}`` (a single set is the column ``s``): the samples, ``y`` and π are shared; only which
-positives are labeled differs. Set ``k`` is drawn from its own child of ``numpy.random.SeedSequence(seed)``,
-so it does not depend on how many sets were asked for.
+s_{K-1}`` (a single set is the column ``s``), the several-label-sets layout of
+:mod:`impulses.pu.labels` (label set ``k`` is named ``s_k``, short name ``k``): the samples, ``y``
+and π are shared; only which positives are labeled differs. Set ``k`` is drawn from its own child
+of ``numpy.random.SeedSequence(seed)``, so it does not depend on how many sets were asked for.
 
 The presets reproduce the paper's Table I (CIFAR-10 and CIFAR-100) and its Fashion-MNIST analogue.
 """
@@ -407,8 +408,9 @@ def make_test_labels(
 # --------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------
-def write_label_set(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a label set as Parquet or CSV (by suffix), atomically: a temp file in the same folder, then rename."""
+def write_label_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a label-set table as Parquet or CSV (by suffix), atomically: a temp file in the same folder, then
+    a rename, so a reader never sees half a file. (:func:`impulses.pu.labels.write_label_set` writes arrays.)"""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in LABEL_SET_SUFFIXES:

@@ -22,7 +22,7 @@ from impulses.pu.splits import (
     parse_class_list,
     preset_classes,
     resolve_classes,
-    write_label_set,
+    write_label_frame,
 )
 
 # The CIFAR-100 fine -> coarse table as published with the dataset (ryanchankh/cifar100coarse, widely copied).
@@ -259,7 +259,7 @@ def test_test_labels_mark_every_positive_class_member():
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_write_label_set_round_trips_and_leaves_no_temp_file(tmp_path, suffix):
     split = make_split(ids_for(100), balanced_targets(5, 20), [0, 1], n_label_sets=2)
-    path = write_label_set(split.labels, tmp_path / "sub" / f"labels{suffix}")
+    path = write_label_frame(split.labels, tmp_path / "sub" / f"labels{suffix}")
     back = pl.read_parquet(path) if suffix == ".parquet" else pl.read_csv(path)
     assert back.columns == ["id", "y", "s_0", "s_1"]
     assert back["id"].to_list() == split.labels["id"].to_list()
@@ -277,11 +277,11 @@ def test_write_label_set_is_atomic_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_label_set(pl.DataFrame({"id": ["a"], "s": [1]}), path)
+        write_label_frame(pl.DataFrame({"id": ["a"], "s": [1]}), path)
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["labels.parquet"]
 
 
 def test_write_label_set_refuses_other_suffixes(tmp_path):
     with pytest.raises(LabelSetError, match=r"labels.txt: a label set must end in .parquet or .csv"):
-        write_label_set(pl.DataFrame({"id": ["a"], "s": [1]}), tmp_path / "labels.txt")
+        write_label_frame(pl.DataFrame({"id": ["a"], "s": [1]}), tmp_path / "labels.txt")
