@@ -36,6 +36,7 @@ from impulses.pu.losses import FusedObjective, HeadLoss, check_prior, get_loss
 
 ArrayLike = np.ndarray | torch.Tensor
 SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats several
+USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
 
 
 @dataclass(frozen=True)
@@ -359,8 +360,11 @@ class _Trainer:
     """The state of one training run: features, labels, parameters, Adam moments and step buffers.
 
     Parameters live in one (D+1)×K matrix ``theta`` (rows 0..D-1 the weights, row D the biases);
-    Adam's moments have the same shape and a head's step counter advances only on batches where it
-    learned something (all batches for logistic heads; batches with both P and U for PU heads).
+    a batch is gathered into a (B, D+1) buffer whose last column is 1, so the forward pass and the
+    gradient (weights and biases) are one matmul each. Adam's moments have theta's shape; a head's
+    step counter advances only on batches where it learned something (every batch for logistic
+    heads; batches with both P and U for PU heads). While all heads share one step count, Adam is
+    PyTorch's fused kernel on the whole matrix; otherwise a per-head masked update.
     """
 
     def __init__(
@@ -394,11 +398,9 @@ class _Trainer:
             theta[: self.d, j] = w
             theta[self.d, j] = b[0]
         self.theta = theta.to(device)
-        self.W, self.bias = self.theta[: self.d], self.theta[self.d]
         self.exp_avg = torch.zeros_like(self.theta)
         self.exp_avg_sq = torch.zeros_like(self.theta)
         self.grad = torch.empty_like(self.theta)
-        self.grad_W, self.grad_b = self.grad[: self.d], self.grad[self.d]
         self.g2 = torch.empty_like(self.theta)
         self.denom = torch.empty_like(self.theta)
         self.upd = torch.empty_like(self.theta)
@@ -407,10 +409,11 @@ class _Trainer:
         self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.batches_per_epoch = 0
         self.b_max = batch_size + 1
-        self.xb = torch.empty((self.b_max, self.d), dtype=dt, device=device)
+        self.xb = torch.ones((self.b_max, self.d + 1), dtype=dt, device=device)  # column D stays 1
         self.xlow = torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) if x_dtype != dt else None
-        self.bufs = [torch.empty((self.b_max, self.k), dtype=dt, device=device) for _ in range(4)]
+        self.bufs = [torch.empty((self.b_max, self.k), dtype=dt, device=device) for _ in range(3)]
         self._views: dict[int, tuple] = {}
+        self.use_fused_adam = USE_FUSED_ADAM and hasattr(torch, "_fused_adam_")
 
     def strata(self) -> np.ndarray:
         """Rows labeled positive for any PU head (for any head when there is no PU head)."""
@@ -424,76 +427,96 @@ class _Trainer:
                 raise RuntimeError(f"batch of {size} rows exceeds the buffers ({self.b_max})")
             xb = self.xb[:size]
             xlow = self.xlow[:size] if self.xlow is not None else None
-            self._views[size] = (xb, xb.t(), xlow, *(buf[:size] for buf in self.bufs))
+            self._views[size] = (xb, xb[:, : self.d], xb.t(), xlow, *(buf[:size] for buf in self.bufs))
         return self._views[size]
 
     def epoch(self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False) -> np.ndarray | None:
         """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked."""
-        dev, k = self.device, self.k
+        dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
         S_ord = self.S.index_select(0, order)
         # label statistics of every batch, once per epoch: counts, validity, Adam bias corrections
         sizes_t = torch.tensor(sizes, device=dev)
-        ends = sizes_t.cumsum(0)
-        csum = torch.cat([torch.zeros((1, k), dtype=torch.float64, device=dev), S_ord.double().cumsum(0)])
-        n_p = csum[ends] - csum[ends - sizes_t]  # (nb, K)
+        batch_of_row = torch.repeat_interleave(torch.arange(nb, device=dev), sizes_t)
+        n_p = torch.zeros((nb, k), dtype=torch.float64, device=dev).index_add_(
+            0, batch_of_row, S_ord.double()
+        )
         n_u = sizes_t.double().unsqueeze(1) - n_p
         valid = ~self.is_pu | ((n_p > 0) & (n_u > 0))
         vf = valid.double()
-        inv_p = torch.where(valid, 1 / n_p.clamp(min=1), 0.0)
-        inv_u = torch.where(valid, 1 / n_u.clamp(min=1), 0.0)
         beta1, beta2 = self.betas
         t = self.steps + vf.cumsum(0)  # each head's Adam step count after each batch
-        step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
-        inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
         self.steps = t[-1].clone()
         self.skipped += (1 - vf).sum(0)
-        self.batches_per_epoch = len(sizes)
+        self.batches_per_epoch = nb
+        # batches where every head steps with the same count use the fused kernel (one op)
+        uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
+        adam_rows = self._adam_rows(valid, vf, t) if not all(uniform) else None
+        step_counts = list(t[:, 0].to(self.dt).unbind(0))
 
-        def rows(x: torch.Tensor) -> list[torch.Tensor]:
-            return list(x.to(self.dt).unsqueeze(1).unbind(0))  # (1, K) per batch
-
-        w1_r, w2_r = rows((1 - beta1) * vf), rows((1 - beta2) * vf)
-        step_r, bc2_r = rows(step_size), rows(inv_bc2_sqrt)
-        per_row = {"p": inv_p, "u": inv_u, "b": (1 / sizes_t.double()).unsqueeze(1)}
-        per_row = {key: v.to(self.dt).repeat_interleave(sizes_t, dim=0) for key, v in per_row.items()}
+        inv = {
+            "p": torch.where(valid, 1 / n_p.clamp(min=1), 0.0),
+            "u": torch.where(valid, 1 / n_u.clamp(min=1), 0.0),
+        }
+        inv["b"] = (1 / sizes_t.double()).unsqueeze(1)
+        per_row = {key: v.to(self.dt).index_select(0, batch_of_row) for key, v in inv.items()}
         plan = self.fused.plan(S_ord, per_row["p"], per_row["u"], per_row["b"])
         splits = {key: torch.split(v, sizes) for key, v in plan.items()}
-        coefs = [{key: v[j] for key, v in splits.items()} for j in range(len(sizes))]
+        coefs = [{key: v[j] for key, v in splits.items()} for j in range(nb)]
         idx_batches = torch.split(order, sizes)
         loss_sum = torch.zeros((1, k), dtype=torch.float64, device=dev) if track_loss else None
 
-        exp_avg, exp_avg_sq, theta = self.exp_avg, self.exp_avg_sq, self.theta
+        X, theta, grad, fused = self.X, self.theta, self.grad, self.fused
+        exp_avg, exp_avg_sq = self.exp_avg, self.exp_avg_sq
+        index_select, mm, fused_adam = torch.index_select, torch.mm, getattr(torch, "_fused_adam_", None)
+        lr, eps = self.lr, self.eps
         for j, size in enumerate(sizes):
-            xb, xbt, xlow, z, p, g, tmp = self._views_for(size)
+            xb, xb_x, xbt, xlow, z, p, g = self._views_for(size)
             if xlow is None:
-                torch.index_select(self.X, 0, idx_batches[j], out=xb)
+                index_select(X, 0, idx_batches[j], out=xb_x)
             else:
-                torch.index_select(self.X, 0, idx_batches[j], out=xlow)
-                xb.copy_(xlow)
-            torch.addmm(self.bias, xb, self.W, out=z)
+                index_select(X, 0, idx_batches[j], out=xlow)
+                xb_x.copy_(xlow)
+            mm(xb, theta, out=z)
             if loss_sum is not None:
-                loss_sum += self.fused.objective(z, coefs[j])
-            self.fused.grad(z, coefs[j], p=p, out=g, tmp=tmp)
-            torch.mm(xbt, g, out=self.grad_W)
-            torch.sum(g, 0, out=self.grad_b)
-            # Adam (torch.optim.Adam's update) per head; w = step = 0 leaves a skipped head untouched
-            exp_avg.lerp_(self.grad, w1_r[j])
-            torch.mul(self.grad, self.grad, out=self.g2)
-            exp_avg_sq.lerp_(self.g2, w2_r[j])
-            torch.sqrt(exp_avg_sq, out=self.denom)
-            torch.addcmul(self.eps_row, self.denom, bc2_r[j], out=self.denom)
-            torch.mul(exp_avg, step_r[j], out=self.upd)
-            theta.addcdiv_(self.upd, self.denom, value=-1.0)
+                loss_sum += fused.objective(z, coefs[j])
+            fused.grad(z, coefs[j], p=p, out=g)
+            mm(xbt, g, out=grad)
+            if uniform[j]:  # torch.optim.Adam's update, fused, for all heads at the same step
+                fused_adam(
+                    [theta], [grad], [exp_avg], [exp_avg_sq], [], [step_counts[j]],
+                    lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
+                )  # fmt: skip
+            else:
+                self._adam_masked(adam_rows, j)
         if loss_sum is None:
             return None
         return (loss_sum[0] / vf.sum(0).clamp(min=1)).cpu().numpy()
+
+    def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per-batch (1, K) rows of the masked Adam update: moment weights, step sizes, bias corrections."""
+        beta1, beta2 = self.betas
+        step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
+        inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
+        values = ((1 - beta1) * vf, (1 - beta2) * vf, step_size, inv_bc2_sqrt)
+        return [list(x.to(self.dt).unsqueeze(1).unbind(0)) for x in values]
+
+    def _adam_masked(self, rows: list[list[torch.Tensor]], j: int) -> None:
+        """torch.optim.Adam's update per head; weight = step = 0 leaves a skipped head untouched."""
+        w1, w2, step, inv_bc2_sqrt = (r[j] for r in rows)
+        self.exp_avg.lerp_(self.grad, w1)
+        torch.mul(self.grad, self.grad, out=self.g2)
+        self.exp_avg_sq.lerp_(self.g2, w2)
+        torch.sqrt(self.exp_avg_sq, out=self.denom)
+        torch.addcmul(self.eps_row, self.denom, inv_bc2_sqrt, out=self.denom)
+        torch.mul(self.exp_avg, step, out=self.upd)
+        self.theta.addcdiv_(self.upd, self.denom, value=-1.0)
 
     def evaluate(self, X_test: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
         """Test AUC, F1, accuracy (decision at logit 0) and objective (true labels as s) of every head."""
         from impulses.pu.metrics import fast_auc
 
-        z = torch.addmm(self.bias, X_test.to(self.dt), self.W)
+        z = torch.addmm(self.theta[self.d], X_test.to(self.dt), self.theta[: self.d])
         yt = torch.as_tensor(y, dtype=self.dt, device=z.device).unsqueeze(1).expand_as(z)
         n_p = yt.sum(0, keepdim=True)
         n_u = yt.shape[0] - n_p

@@ -315,21 +315,21 @@ class FusedObjective:
             out.update(r=r, rp=rp, normal=r - rp, corrected=r * self.neg_gamma)
         if self.any_bce:
             wy = s * self.w
-            out.update(u=(1 + wy - s) * inv_b, neg_v=wy.mul_(-inv_b))
+            out.update(u=(1 + wy - s) * inv_b, neg_v=-wy * inv_b)
         return out
 
-    def grad(
-        self, z: torch.Tensor, coef: dict, *, p: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor
-    ) -> torch.Tensor:
-        """dObjective/dlogits (B, K) into ``out``, given one batch's slices of :meth:`plan`'s matrices."""
+    def grad(self, z: torch.Tensor, coef: dict, *, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """dObjective/dlogits (B, K) into ``out``, given one batch's slices of :meth:`plan`'s matrices.
+
+        ``p`` is a (B, K) scratch buffer (it holds σ(z) afterwards).
+        """
         torch.sigmoid(z, out=p)
         if self.any_pu:
-            torch.where(self._corrected(p, coef, tmp), coef["corrected"], coef["normal"], out=out)
-            torch.addcmul(p, p, p, value=-1, out=tmp)  # σ′ = σ − σ²
-            out.mul_(tmp)
+            torch.where(self._corrected(p, coef, out), coef["corrected"], coef["normal"], out=out)
+            torch.ops.aten.sigmoid_backward.grad_input(out, p, grad_input=out)  # coefficient · σ(1 − σ)
         if self.mixed:
-            torch.addcmul(coef["neg_v"], p, coef["u"], out=tmp)
-            torch.where(self.pu_col, out, tmp, out=out)
+            bce = torch.addcmul(coef["neg_v"], p, coef["u"])
+            torch.where(self.pu_col, out, bce, out=out)
         elif self.any_bce:
             torch.addcmul(coef["neg_v"], p, coef["u"], out=out)
         return out

@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+import impulses.pu.heads as heads_module
 from impulses.errors import ImpulsesError
 from impulses.pu.heads import (
     HeadSpec,
@@ -97,7 +98,9 @@ def test_linear_init_is_torch_default_linear_init() -> None:
     ],
     ids=lambda h: h.loss,
 )
-def test_one_head_equals_autograd_adam_reference(head: HeadSpec) -> None:
+@pytest.mark.parametrize("fused_adam", [True, False], ids=["fused-adam", "masked-adam"])
+def test_one_head_equals_autograd_adam_reference(head: HeadSpec, fused_adam: bool, monkeypatch) -> None:
+    monkeypatch.setattr(heads_module, "USE_FUSED_ADAM", fused_adam)
     X, s, _ = pu_data()
     stats: dict = {}
     w_ref, b_ref, _ = reference_train(X, s, head, epochs=6, batch_size=64, lr=3e-3, stats=stats)

@@ -236,8 +236,8 @@ def test_fused_gradient_equals_autograd_for_every_loss_and_branch() -> None:
     inv_p = torch.where(valid, 1 / n_p.clamp(min=1), 0.0).expand(b, k)
     inv_u = torch.where(valid, 1 / n_u.clamp(min=1), 0.0).expand(b, k)
     coef = fused.plan(s, inv_p, inv_u, torch.full((b, 1), 1 / b, dtype=torch.float64))
-    bufs = [torch.empty(b, k, dtype=torch.float64) for _ in range(3)]
-    grad = fused.grad(z, coef, p=bufs[0], out=bufs[1], tmp=bufs[2])
+    bufs = [torch.empty(b, k, dtype=torch.float64) for _ in range(2)]
+    grad = fused.grad(z, coef, p=bufs[0], out=bufs[1])
     torch.testing.assert_close(grad, zz.grad, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(fused.objective(z, coef)[0], ref.detach(), rtol=1e-10, atol=1e-14)
     # the batch really exercises the corrected branch (heads 1, 3) and uPU's negative risk (head 4)
