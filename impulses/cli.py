@@ -850,13 +850,16 @@ def train_head(
             soft_wrap=True,
         )
     if as_json:
-        typer.echo(json.dumps(rows_out, default=_json_float))
+        typer.echo(json.dumps([{k: _json_value(v) for k, v in row.items()} for row in rows_out]))
         return
     _print_results(rows_out, out)
 
 
-def _json_float(value: object) -> object:
-    return float(value) if hasattr(value, "__float__") else str(value)
+def _json_value(value: object) -> object:
+    """Plain JSON: numpy scalars as numbers, NaN (no evaluation set) as null."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and value != value else value
 
 
 def _write_train_outputs(out, rows, result, store, train, labels, label_sets) -> None:

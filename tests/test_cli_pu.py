@@ -136,6 +136,20 @@ def test_sweep_grid_distortions_history_and_table(cli, task: DigitsTask, tmp_pat
     assert "imbnnpu_pi0.1_x0.5_seed0_s" in result.stdout  # the rich table
 
 
+def test_without_a_test_set_metrics_use_y_or_are_null(cli, task: DigitsTask, tmp_path: Path) -> None:
+    with_y = cli(*common(task, tmp_path / "a"), "--prior", task.prior, "--epochs", "2", "--json")
+    assert with_y.code == 0, with_y.stderr
+    row = json.loads(with_y.stdout)[0]
+    assert row["eval_on"] == "train (y)" and 0 <= row["auc"] <= 1
+    no_y = tmp_path / "no_y.parquet"
+    pl.read_parquet(task.labels).drop("y").write_parquet(no_y)
+    result = cli("train-head", "--train", task.train, "--labels", no_y, "--prior", task.prior, "--epochs", "2",
+                 "--out", tmp_path / "b", "--json")  # fmt: skip
+    assert result.code == 0, result.stderr
+    row = json.loads(result.stdout)[0]  # strict JSON: NaN is written as null
+    assert row["eval_on"] == "none" and row["f1"] is None and row["auc"] is None
+
+
 def test_info_on_a_label_set(cli, task: DigitsTask) -> None:
     result = cli("info", task.labels, "--json")
     assert result.code == 0, result.stderr

@@ -6,12 +6,13 @@ interact: head k's weights are those a run training head k alone would give, wit
 batch order (to float rounding), because all heads see one shared batch order per epoch (drawn from
 ``shuffle_seed``) and Adam runs per head.
 
-Speed matters (a sweep of dozens of heads should feel instant), so the hot loop avoids autograd: the
-loss gradient w.r.t. the logits is closed-form (:class:`impulses.pu.losses.FusedObjective`), the
-weight gradient is one ``Xbᵀ @ G`` matmul, Adam is a few fused ops on the (D+1)×K parameter, every
-per-batch quantity that depends only on the labels (counts, validity, Adam bias corrections) is
-computed once per epoch, all buffers are preallocated, and nothing syncs with the device inside an
-epoch.
+Speed matters (a sweep of dozens of heads should feel instant), so the hot loop avoids autograd:
+each batch is gathered once into a preallocated (B, D+1) buffer whose last column is 1, the
+logits are one matmul with θ, the loss gradient w.r.t. the logits is closed-form
+(:class:`impulses.pu.losses.FusedObjective`), the gradient of θ is one ``Xbᵀ @ G`` matmul, and Adam
+is PyTorch's fused kernel on θ. Everything that depends only on the labels (counts, validity,
+loss coefficients, Adam step counts) is computed once per epoch, no batch-sized buffer is allocated, and nothing
+syncs with the device inside an epoch.
 
 **Batches without a labeled positive (or without an unlabeled row)** carry no PU information: a PU
 head's objective there is 0, it takes no Adam step (its step counter does not advance) and the batch
