@@ -739,10 +739,9 @@ def train_head(
 ) -> None:
     """Train a sweep of linear PU heads on cached embeddings in one pass per epoch, and evaluate them.
 
-    The heads are losses × priors × distortions × seeds × label sets (bce/wbce ignore the prior; pn
-    trains on the true labels y). Metrics (decision at logit 0) are on --test when given, else on
-    the training rows' y when the label set has it. ``seconds`` is the wall time of the one joint
-    training run of all heads.
+    The heads are losses × priors × distortions × seeds × label sets (bce/wbce ignore the prior; pn trains on the true labels y).
+
+    Metrics (decision at logit 0) are on --test when given, else on the training rows' y when the label set has it; 'seconds' is the wall time of the one joint training run of all heads.
 
     Examples:
 

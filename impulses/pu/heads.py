@@ -11,8 +11,8 @@ each batch is gathered once into a preallocated (B, D+1) buffer whose last colum
 logits are one matmul with θ, the loss gradient w.r.t. the logits is closed-form
 (:class:`impulses.pu.losses.FusedObjective`), the gradient of θ is one ``Xbᵀ @ G`` matmul, and Adam
 is PyTorch's fused kernel on θ. Everything that depends only on the labels (counts, validity,
-loss coefficients, Adam step counts) is computed once per epoch, no batch-sized buffer is allocated, and nothing
-syncs with the device inside an epoch.
+loss coefficients, Adam step counts) is computed once per epoch, no batch-sized buffer is
+allocated, and nothing syncs with the device inside an epoch.
 
 **Batches without a labeled positive (or without an unlabeled row)** carry no PU information: a PU
 head's objective there is 0, it takes no Adam step (its step counter does not advance) and the batch
@@ -572,9 +572,10 @@ def head_grid(
 
     A PU head's prior is ``base prior × distortion`` (the paper's misspecification study) and must
     stay in (0, 1): a product ≥ 1 is an error naming it (clipping would silently change the
-    experiment). ``priors`` may map each label set to its own priors (estimated ones). bce/wbce ignore the prior, so they get one head per (seed, label set); pn trains on
-    the true labels, so it gets one head per seed, with label set ``true_label_column``. ``column``
-    of each spec indexes ``[*label_sets, true_label_column]``.
+    experiment). ``priors`` may map each label set to its own priors (estimated ones). bce/wbce
+    ignore the prior, so they get one head per (seed, label set); pn trains on the true labels, so
+    it gets one head per seed, with label set ``true_label_column``. ``column`` of each spec
+    indexes ``[*label_sets, true_label_column]``.
     """
     for name, values in (("--loss", losses), ("--seeds", seeds), ("label set", label_sets)):
         if not values:
