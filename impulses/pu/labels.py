@@ -139,6 +139,8 @@ def _ids(path: Path, frame: pl.DataFrame) -> np.ndarray:
 def _binary(path: Path, frame: pl.DataFrame, name: str, ids: np.ndarray) -> np.ndarray:
     """Column ``name`` as int8 0/1; nulls or other values are errors naming the ids."""
     col = frame.get_column(name)
+    if len(col) == 0:
+        return np.zeros(0, dtype=np.int8)
     nulls = np.flatnonzero(col.is_null().to_numpy())
     if nulls.size:
         raise LabelSetError(
@@ -174,11 +176,7 @@ def read_label_set(
         raise LabelSetError(
             f"{path}: no label column 's' or 's_<name>' (columns: {', '.join(frame.columns)})"
         )
-    s = (
-        np.stack([_binary(path, frame, c, ids) for c in columns], axis=1)
-        if len(ids)
-        else np.zeros((0, len(columns)), np.int8)
-    )
+    s = np.stack([_binary(path, frame, c, ids) for c in columns], axis=1)
     y = _binary(path, frame, "y", ids) if "y" in frame.columns else None
     labels = LabelSet(path, ids, s, columns, y)
     if names:

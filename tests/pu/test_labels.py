@@ -99,6 +99,14 @@ def test_missing_or_unreadable_files(tmp_path: Path) -> None:
         read_label_set(write_frame(tmp_path, {"id": ["a"], "s": [1]}), names=["zz"])
 
 
+def test_header_only_file_is_an_error_but_describable(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("id,s\n")
+    with pytest.raises(LabelSetError, match="has no rows"):
+        read_label_set(path)
+    assert describe_label_set(path)["rows"] == 0
+
+
 def test_test_labels(tmp_path: Path, store: EmbeddingStore) -> None:
     path = write_label_set(tmp_path / "t.csv", ["img/2", "img/3"], None, y=np.array([0, 1]))
     test = read_test_labels(path)
