@@ -700,7 +700,10 @@ def train_head(
     ] = None,
     distortion: Annotated[
         str,
-        typer.Option(help="B1,B2,...: train each PU head at prior × B (the paper's misspecification study)."),
+        typer.Option(
+            help="B1,B2,...: train each PU head at prior × B (the paper's misspecification study); "
+            "a product outside (0, 1) is an error."
+        ),
     ] = "1",
     loss: Annotated[
         list[str] | None, typer.Option(help="Repeatable: imbnnpu (default), nnpu, upu, bce, wbce, pn.")
