@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from impulses.encoders.augment import test_transform_config
-from impulses.encoders.checkpoint import checkpoint_path, file_sha256, load_checkpoint, state_dict_sha256
+from impulses.encoders.checkpoint import (
+    CHECKPOINT_NAME,
+    checkpoint_path,
+    file_sha256,
+    load_checkpoint,
+    state_dict_sha256,
+)
 from impulses.encoders.registry import create_encoder, registered
 from impulses.errors import ImpulsesError
 
@@ -35,7 +41,11 @@ class LoadedEncoder:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or spec.endswith((".pt", ".pth")) or Path(spec).exists()
+    """A checkpoint spec: has a path separator or a .pt/.pth suffix, or names a file or a run directory."""
+    if os.sep in spec or "/" in spec or spec.endswith((".pt", ".pth")):
+        return True
+    path = Path(spec)
+    return path.is_file() or (path / CHECKPOINT_NAME).is_file()
 
 
 def _freeze(model: nn.Module) -> nn.Module:

@@ -375,11 +375,11 @@ def _pretrain(
         )
 
     torch.manual_seed(config.seed)
-    encoder = create_encoder(
+    encoder = create_encoder(  # a resumed run's weights come from the checkpoint: fetch/load nothing else
         config.encoder,
         cifar_stem=config.cifar_stem,
-        pretrained=config.pretrained,
-        weights=config.weights,
+        pretrained=config.pretrained and checkpoint is None,
+        weights=config.weights if checkpoint is None else None,
         in_chans=preset.in_chans,
     )
     projector = Projector(encoder.num_features, config.projection_dim)
