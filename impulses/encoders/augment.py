@@ -7,7 +7,10 @@ Presets (:data:`PRESETS`):
 - ``imagenet``: 224 px, the same with jitter strength 1.0, Gaussian blur p=0.5 (kernel 10% of the
   image side, sigma 0.1-2.0) and solarization p=0.2 (BYOL's addition).
 - ``small-gray``: small grayscale images (digits 8x8, Fashion-MNIST 28x28), one channel, the native
-  size unless one is given; milder crops (0.3-1), no flip, brightness/contrast jitter only, p=0.8.
+  size unless one is given; milder crops (0.5-1: an 8 px digit does not survive a 0.08 crop), no flip
+  (digits are not mirror-symmetric), brightness/contrast jitter only (strength 0.5, p=0.8). Tuned on
+  digits for 12 epochs: crops 0.3-1 / 0.2-1 or jitter strength 0.8-1.0 ended 1-5 kNN points lower,
+  no jitter 4 points lower.
 
 Views are seedable: ``views(image, seed=s)`` draws every random choice from a generator seeded with
 ``s`` (the pretraining loop passes a seed derived from (run seed, epoch, index), so a resumed run
@@ -63,9 +66,9 @@ PRESETS: dict[str, Preset] = {
         1,
         (0.5,),
         (0.5,),
-        crop_scale=(0.3, 1.0),
+        crop_scale=(0.5, 1.0),
         flip_p=0.0,
-        jitter_strength=0.8,
+        jitter_strength=0.5,
         color=False,
         grayscale_p=0.0,
     ),

@@ -158,3 +158,22 @@ def test_infer_preset() -> None:
     assert infer_preset(source("L", 28)) == "small-gray"
     assert infer_preset(source("RGB", 32)) == "cifar"
     assert infer_preset(source("RGB", 96)) == "imagenet"
+
+
+@pytest.mark.slow
+def test_short_pretraining_lifts_knn_accuracy(tmp_path: Path, digits: DigitsSource) -> None:
+    """4 epochs of debiased contrastive pretraining on digits beat the randomly initialised encoder clearly.
+
+    Both numbers come from the same run's monitor: epoch 0 is the initial (random) encoder, measured on
+    the same held-out 20% against the same bank. The random-init CNN is already a decent kNN feature
+    (0.883 here, weighted kNN with k=200); after 4 epochs the monitor read 0.939 (0.964 after 12).
+    """
+    config = PretrainConfig(
+        data="digits", encoder="smallcnn", epochs=4, batch_size=64, lr=1e-3, knn_holdout=0.2, device="cpu"
+    )
+    history = pretrain(digits, config, tmp_path, progress=False).history
+    initial, final = history[0]["knn_top1"], history[-1]["knn_top1"]
+    assert initial < 0.92
+    assert final >= initial + 0.03, [row["knn_top1"] for row in history]
+    losses = [row["loss"] for row in history[1:]]
+    assert losses[-1] < losses[0]
