@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the paper's row counts")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads for every part (default torch's)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for every part (default 1: on a shared, loaded machine OpenMP barriers stall)",
     )
     parser.add_argument("--quick", action="store_true", help="5 epochs, 1 seed: a smoke run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "heads.json")
