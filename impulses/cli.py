@@ -728,6 +728,13 @@ def train_head(
         int, typer.Option(help="Seed of the per-epoch batch order shared by all heads.")
     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads; default: 1 for small sweeps, torch's setting for large ones. "
+            "On a machine shared with other jobs, 1 is often much faster."
+        ),
+    ] = None,
     test: Annotated[Path | None, typer.Option(help="Test embedding store (with --test-labels).")] = None,
     test_labels: Annotated[Path | None, typer.Option(help="Test label set (.parquet/.csv): id, y.")] = None,
     eval_every: Annotated[
@@ -821,7 +828,7 @@ def train_head(
         task = progress.add_task("epochs", total=epochs)
         result = train_heads(
             X, S, specs, epochs=epochs, batch_size=batch_size, lr=lr, stratified=stratified,
-            shuffle_seed=shuffle_seed, device=torch_device,
+            shuffle_seed=shuffle_seed, device=torch_device, threads=threads,
             X_test=X_test if eval_every > 0 and eval_on == "test" else None,
             y_test=y_test if eval_every > 0 and eval_on == "test" else None,
             eval_every=eval_every, track_loss=eval_every > 0,

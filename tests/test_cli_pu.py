@@ -117,7 +117,7 @@ def test_sweep_grid_distortions_history_and_table(cli, task: DigitsTask, tmp_pat
     out = tmp_path / "sweep"
     result = cli(
         *common(task, out), "--prior", task.prior, "--prior-range", "0.1:0.3:3", "--distortion", "0.5,1,2",
-        "--loss", "imbnnpu", "--loss", "wbce", "--loss", "pn", "--epochs", "4", "--eval-every", "2",
+        "--loss", "imbnnpu", "--loss", "wbce", "--loss", "pn", "--epochs", "4", "--eval-every", "2", "--threads", "1",
         "--test", task.test, "--test-labels", task.test_labels, "--stratified",
     )  # fmt: skip
     assert result.code == 0, result.stderr
@@ -134,6 +134,7 @@ def test_sweep_grid_distortions_history_and_table(cli, task: DigitsTask, tmp_pat
     assert history.filter(pl.col("epoch") == 4).height == table.height
     assert history.filter(pl.col("epoch") == 2)["auc"].null_count() == 0
     assert "imbnnpu_pi0.1_x0.5_seed0_s" in result.stdout  # the rich table
+    assert torch.load(out / "heads.pt", weights_only=True)["training"]["threads"] == 1
 
 
 def test_without_a_test_set_metrics_use_y_or_are_null(cli, task: DigitsTask, tmp_path: Path) -> None:
