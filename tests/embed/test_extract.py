@@ -118,7 +118,7 @@ def test_complete_store_is_up_to_date_or_refused(tmp_path: Path, digits40, tiny_
     stamp = os.stat(out).st_mtime_ns
     again = embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40))
     assert again.status == "up-to-date" and again.rows == 40 and os.stat(out).st_mtime_ns == stamp
-    with pytest.raises(StoreError, match=r"different run \(encoder_sha256 differ.*--overwrite"):
+    with pytest.raises(StoreError, match=r"different run \(different encoder_sha256\).*--overwrite"):
         embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40, encoder_sha256="1" * 64))
     with pytest.raises(StoreError, match="dtype float16, not float32"):
         embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40), dtype="float32")
@@ -210,3 +210,14 @@ def test_cuda_bf16_rows_close_to_cpu(tmp_path: Path, digits40, transform) -> Non
     with EmbeddingStore.open(tmp_path / "cpu.h5") as cpu, EmbeddingStore.open(tmp_path / "gpu.h5") as gpu:
         assert gpu.ids.tolist() == cpu.ids.tolist()
         np.testing.assert_allclose(gpu.read(), cpu.read(), rtol=3e-2, atol=3e-2)  # bf16 autocast
+
+
+def test_cpu_slices_of_a_large_batch_match_one_forward(tmp_path: Path, transform) -> None:
+    from impulses.embed.extract import CPU_MICRO_BATCH
+
+    source = open_source("digits[0:150]")
+    assert 2 * CPU_MICRO_BATCH < 150  # one batch of 150 runs as several slices
+    embed(source, TinyEncoder(), transform, tmp_path / "s.h5", spec=_spec(source), batch_size=150)
+    with EmbeddingStore.open(tmp_path / "s.h5") as store:
+        assert len(store) == 150
+        np.testing.assert_allclose(store.read(), _expected(source, TinyEncoder()), rtol=2e-3, atol=2e-3)
