@@ -165,7 +165,7 @@ def run_experiment(
     ``out_dir/plots``). See the module docstring."""
     from impulses.embed.datasets import open_source
     from impulses.embed.store import EmbeddingStore
-    from impulses.pu.splits import make_split, make_test_labels, write_label_set
+    from impulses.pu.splits import make_split, make_test_labels, write_label_frame
     from impulses.runtime import resolve_device
 
     out = Path(out_dir)
@@ -198,8 +198,8 @@ def run_experiment(
         n_label_sets=config.n_label_sets,
     )
     test_labels = make_test_labels(test_ids, test_targets, config.positive_classes)
-    files["labels"] = write_label_set(split.labels, out / "labels.parquet")
-    files["test_labels"] = write_label_set(test_labels, out / "test-labels.parquet")
+    files["labels"] = write_label_frame(split.labels, out / "labels.parquet")
+    files["test_labels"] = write_label_frame(test_labels, out / "test-labels.parquet")
     prior = split.stats.prior
     split_info = {**split.stats.as_dict(), "positive_classes": list(config.positive_classes)}
     row_of_id = {key: row for row, key in enumerate(ids)}
@@ -590,8 +590,9 @@ DEMO = ExperimentConfig(
     label_frequency=0.2,
     n_label_sets=3,
     encoder="smallcnn",
-    pretrain_epochs=30,
-    pretrain_batch_size=128,
+    pretrain_epochs=12,
+    pretrain_batch_size=64,
+    pretrain_lr=1e-3,
     head_epochs=100,
     e2e_epochs=15,
     tsne_points=600,
