@@ -436,16 +436,13 @@ class _Trainer:
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
         S_ord = self.S.index_select(0, order)
-        # label statistics of every batch, once per epoch: counts, validity, Adam bias corrections
+        # label statistics of every batch, once per epoch: counts, validity, Adam step counts
         sizes_t = torch.tensor(sizes, device=dev)
-        batch_of_row = torch.repeat_interleave(torch.arange(nb, device=dev), sizes_t)
-        n_p = torch.zeros((nb, k), dtype=torch.float64, device=dev).index_add_(
-            0, batch_of_row, S_ord.double()
-        )
+        at_ends = torch.cumsum(S_ord, 0, dtype=torch.float64).index_select(0, sizes_t.cumsum(0) - 1)
+        n_p = torch.diff(at_ends, dim=0, prepend=torch.zeros((1, k), dtype=torch.float64, device=dev))
         n_u = sizes_t.double().unsqueeze(1) - n_p
         valid = ~self.is_pu | ((n_p > 0) & (n_u > 0))
         vf = valid.double()
-        beta1, beta2 = self.betas
         t = self.steps + vf.cumsum(0)  # each head's Adam step count after each batch
         self.steps = t[-1].clone()
         self.skipped += (1 - vf).sum(0)
@@ -453,39 +450,47 @@ class _Trainer:
         # batches where every head steps with the same count use the fused kernel (one op)
         uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
         adam_rows = self._adam_rows(valid, vf, t) if not all(uniform) else None
-        step_counts = list(t[:, 0].to(self.dt).unbind(0))
+        step_counts = list(t[:, 0].to(self.dt).unbind(0)) if any(uniform) else [None] * nb
 
-        inv = {
-            "p": torch.where(valid, 1 / n_p.clamp(min=1), 0.0),
-            "u": torch.where(valid, 1 / n_u.clamp(min=1), 0.0),
-        }
-        inv["b"] = (1 / sizes_t.double()).unsqueeze(1)
-        per_row = {key: v.to(self.dt).index_select(0, batch_of_row) for key, v in inv.items()}
-        plan = self.fused.plan(S_ord, per_row["p"], per_row["u"], per_row["b"])
+        # the loss coefficients of every row, from its batch's 1/n_P, 1/n_U and 1/B
+        batch_of_row = torch.repeat_interleave(torch.arange(nb, device=dev), sizes_t)
+        inv = torch.stack(
+            [
+                torch.where(valid, 1 / n_p.clamp(min=1), 0.0),
+                torch.where(valid, 1 / n_u.clamp(min=1), 0.0),
+                (1 / sizes_t.double()).unsqueeze(1).expand(nb, k),
+            ]
+        )
+        inv_p, inv_u, inv_b = inv.to(self.dt).index_select(1, batch_of_row).unbind(0)
+        plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
         splits = {key: torch.split(v, sizes) for key, v in plan.items()}
         coefs = [{key: v[j] for key, v in splits.items()} for j in range(nb)]
-        idx_batches = torch.split(order, sizes)
+        steps = [
+            (self._views_for(size), idx, coef, uni, count)
+            for size, idx, coef, uni, count in zip(
+                sizes, torch.split(order, sizes), coefs, uniform, step_counts, strict=True
+            )
+        ]
         loss_sum = torch.zeros((1, k), dtype=torch.float64, device=dev) if track_loss else None
 
         X, theta, grad, fused = self.X, self.theta, self.grad, self.fused
         exp_avg, exp_avg_sq = self.exp_avg, self.exp_avg_sq
         index_select, mm, fused_adam = torch.index_select, torch.mm, getattr(torch, "_fused_adam_", None)
-        lr, eps = self.lr, self.eps
-        for j, size in enumerate(sizes):
-            xb, xb_x, xbt, xlow, z, p, g = self._views_for(size)
+        lr, eps, (beta1, beta2) = self.lr, self.eps, self.betas
+        for j, ((xb, xb_x, xbt, xlow, z, p, g), idx, coef, uni, count) in enumerate(steps):
             if xlow is None:
-                index_select(X, 0, idx_batches[j], out=xb_x)
+                index_select(X, 0, idx, out=xb_x)
             else:
-                index_select(X, 0, idx_batches[j], out=xlow)
+                index_select(X, 0, idx, out=xlow)
                 xb_x.copy_(xlow)
             mm(xb, theta, out=z)
             if loss_sum is not None:
-                loss_sum += fused.objective(z, coefs[j])
-            fused.grad(z, coefs[j], p=p, out=g)
+                loss_sum += fused.objective(z, coef)
+            fused.grad(z, coef, p=p, out=g)
             mm(xbt, g, out=grad)
-            if uniform[j]:  # torch.optim.Adam's update, fused, for all heads at the same step
+            if uni:  # torch.optim.Adam's update, fused, for all heads at the same step
                 fused_adam(
-                    [theta], [grad], [exp_avg], [exp_avg_sq], [], [step_counts[j]],
+                    [theta], [grad], [exp_avg], [exp_avg_sq], [], [count],
                     lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
                 )  # fmt: skip
             else:
@@ -524,7 +529,7 @@ class _Trainer:
         inv_p = torch.where(n_p > 0, 1 / n_p.clamp(min=1), 0.0).expand_as(z)
         inv_u = torch.where(n_u > 0, 1 / n_u.clamp(min=1), 0.0).expand_as(z)
         inv_b = torch.full((z.shape[0], 1), 1 / z.shape[0], dtype=self.dt, device=z.device)
-        test_loss = self.fused.objective(z, self.fused.plan(yt, inv_p, inv_u, inv_b))[0]
+        test_loss = self.fused.objective(z, self.fused.plan(yt, inv_p, inv_u, inv_b, objective=True))[0]
         scores = z.cpu().numpy()
         pred = scores > 0
         pos = y.astype(bool)[:, None]

@@ -301,18 +301,29 @@ class FusedObjective:
         self.neg_gamma = row([-h.gamma for h in heads])
         self.w = row([1.0 if h.pos_weight is None else float(h.pos_weight) for h in heads])
 
-    def plan(self, s: torch.Tensor, inv_p: torch.Tensor, inv_u: torch.Tensor, inv_b: torch.Tensor) -> dict:
+    def plan(
+        self,
+        s: torch.Tensor,
+        inv_p: torch.Tensor,
+        inv_u: torch.Tensor,
+        inv_b: torch.Tensor,
+        *,
+        objective: bool = True,
+    ) -> dict:
         """Per-row coefficients for labels ``s`` (N, K), given each row's batch n_P⁻¹, n_U⁻¹ (N, K), B⁻¹ (N, 1).
 
         Returns (N, K) matrices, sliced per batch by the caller: ``r`` (R_n = Σ r·σ), ``normal`` and
-        ``corrected`` (the gradient's coefficient of σ′ in each branch), ``rp`` (R_p = Σ rp·(1 − σ)),
-        ``u`` and ``neg_v`` (logistic heads: gradient σ·u − v).
+        ``corrected`` (the gradient's coefficient of σ′ in each branch), ``u`` and ``neg_v``
+        (logistic heads: gradient σ·u − v), and with ``objective`` ``rp`` (R_p = Σ rp·(1 − σ)),
+        which only :meth:`objective` needs.
         """
         out: dict[str, torch.Tensor] = {}
         if self.any_pu:
             rp = s * inv_p * self.a
             r = (1 - s) * inv_u * self.c - s * inv_p * self.c_pi
-            out.update(r=r, rp=rp, normal=r - rp, corrected=r * self.neg_gamma)
+            out.update(r=r, normal=r - rp, corrected=r * self.neg_gamma)
+            if objective:
+                out["rp"] = rp
         if self.any_bce:
             wy = s * self.w
             out.update(u=(1 + wy - s) * inv_b, neg_v=-wy * inv_b)

@@ -235,7 +235,7 @@ def test_fused_gradient_equals_autograd_for_every_loss_and_branch() -> None:
     valid = (n_p > 0) & (n_u > 0)
     inv_p = torch.where(valid, 1 / n_p.clamp(min=1), 0.0).expand(b, k)
     inv_u = torch.where(valid, 1 / n_u.clamp(min=1), 0.0).expand(b, k)
-    coef = fused.plan(s, inv_p, inv_u, torch.full((b, 1), 1 / b, dtype=torch.float64))
+    coef = fused.plan(s, inv_p, inv_u, torch.full((b, 1), 1 / b, dtype=torch.float64), objective=True)
     bufs = [torch.empty(b, k, dtype=torch.float64) for _ in range(2)]
     grad = fused.grad(z, coef, p=bufs[0], out=bufs[1])
     torch.testing.assert_close(grad, zz.grad, rtol=1e-10, atol=1e-14)
