@@ -45,7 +45,8 @@ def test_timm_model_by_name_and_cifar_stem() -> None:
 
 
 def test_list_encoders_with_wildcards() -> None:
-    assert list_encoders("small*") == ["smallcnn"]
+    assert list_encoders("small*") == ["smallcnn", "smallcnn-pooled"]
+    assert list_encoders("smallcnn-*") == ["smallcnn-pooled"]
     found = list_encoders("resnet1?")
     assert "resnet18" in found and "resnet50" not in found
     everything = list_encoders()
@@ -116,3 +117,12 @@ def test_timm_weights_drop_only_the_classifier(tmp_path: Path) -> None:
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(ImpulsesError, match=r"does not fit resnet18 \(wrong shape: conv1\.weight\)"):
         create_encoder("resnet18", weights=tmp_path / "w.pt")  # ImageNet stem: 7x7 conv1
+
+
+def test_smallcnn_pooled_quarters_the_first_maps() -> None:
+    """The pooled variant halves the side after layer 1: same features, a quarter of the activations there."""
+    plain, pooled = create_encoder("smallcnn", in_chans=1), create_encoder("smallcnn-pooled", in_chans=1)
+    x = torch.randn(2, 1, 28, 28)
+    assert plain(x).shape == pooled(x).shape == (2, 256)
+    assert plain.features[1](plain.features[0](x)).shape[-1] == 28
+    assert pooled.features[2](pooled.features[1](pooled.features[0](x))).shape[-1] == 14
