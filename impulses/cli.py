@@ -782,6 +782,15 @@ def train_head(
     needs_y = any(get_loss(name).labels == "y" for name in losses)
     if needs_y and label_file.y is None:
         raise ImpulsesError(f"--loss pn trains on true labels, but {labels} has no 'y' column")
+    concrete = [float(p) for p in base_priors if p != "auto"]
+
+    def grid_for(priors: list[float] | dict[str, list[float]]) -> list:
+        return head_grid(
+            losses, priors, distortions, range(seeds), label_file.names,
+            prior_prime=prior_prime, beta=beta, gamma=gamma,
+        )  # fmt: skip
+
+    grid = grid_for(concrete) if "auto" not in base_priors else None  # bad priors fail before any loading
     store = EmbeddingStore.open(train)
     rows = label_file.rows_in(store)
     X = store.read(rows)
@@ -789,18 +798,13 @@ def train_head(
     if needs_y:
         columns.append(label_file.y)
     S = np.stack(columns, axis=1)
-
-    concrete = [float(p) for p in base_priors if p != "auto"]
-    priors: list[float] | dict[str, list[float]] = concrete
-    if "auto" in base_priors:
-        priors = {
-            name: [*concrete, auto_prior(X, label_file.s[:, j], name)]
-            for j, name in enumerate(label_file.names)
-        }
-    grid = head_grid(
-        losses, priors, distortions, range(seeds), label_file.names,
-        prior_prime=prior_prime, beta=beta, gamma=gamma,
-    )  # fmt: skip
+    if grid is None:  # --prior auto: estimated per label set, from its features
+        grid = grid_for(
+            {
+                name: [*concrete, auto_prior(X, label_file.s[:, j], name)]
+                for j, name in enumerate(label_file.names)
+            }
+        )
 
     X_test = y_test = None
     eval_on = "none"
