@@ -23,7 +23,7 @@ from torch import nn
 
 from impulses.embed.datasets import ImageSource
 from impulses.embed.extract import EmbedResult, check_existing, embed
-from impulses.embed.store import StoreSpec, join_shards
+from impulses.embed.store import StoreError, StoreSpec, join_shards, partial_path
 from impulses.errors import ImpulsesError
 
 BARRIER_TIMEOUT = timedelta(hours=48)  # ranks wait for the slowest one; torchrun stops them all if one fails
@@ -70,6 +70,30 @@ def rank_items(n_items: int, batch_size: int, rank: int, world_size: int) -> ran
     return range(min(n_items, first * batch_size), min(n_items, last * batch_size))
 
 
+def check_shard_items(path: Path, block: range) -> None:
+    """Refuse a shard store (finished or ``.partial``) that holds another block of items than ``block``.
+
+    The same shard name can hold another block after a rerun with another ``--batch-size`` (the blocks
+    are cut at batch boundaries); resuming or joining it would mix rows of the two layouts.
+    """
+    import h5py
+
+    for candidate in (path, partial_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            with h5py.File(candidate, "r") as f:
+                held = [int(v) for v in f.attrs.get("shard_items", [])]
+        except OSError as err:
+            raise StoreError(f"{candidate}: not a readable shard store ({err}); use --overwrite") from None
+        if held != [block.start, block.stop]:
+            raise StoreError(
+                f"{candidate} holds items {held[0] if held else '?'}:{held[1] if held else '?'} but this run's "
+                f"shard is {block.start}:{block.stop} (another --batch-size or process count?); "
+                "use --overwrite to recompute the shards"
+            )
+
+
 def embed_sharded(
     source: ImageSource,
     model: nn.Module,
@@ -100,12 +124,15 @@ def embed_sharded(
     shards = [shard_path(out, r, ranks.world_size) for r in range(ranks.world_size)]
     mine = blocks[ranks.rank]
     extra = dict(kwargs.pop("extra_attrs", None) or {})
+    kwargs["progress"] = kwargs.get("progress", True) and ranks.rank == 0  # one bar, not W interleaved
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         result = None
         if len(mine):
+            if not overwrite:
+                check_shard_items(shards[ranks.rank], mine)
             result = embed(
                 source,
                 model,
@@ -132,6 +159,9 @@ def embed_sharded(
         dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
         if ranks.rank == 0:
             used = [s for s, b in zip(shards, blocks, strict=True) if len(b)]
+            for shard, block in zip(shards, blocks, strict=True):
+                if len(block):
+                    check_shard_items(shard, block)
             store = join_shards(out, used, overwrite=True)
             with store:
                 status = result.status if result else "written"

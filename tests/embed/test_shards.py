@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from impulses.embed.shards import RankInfo, rank_items, shard_path
+from impulses.embed.shards import RankInfo, check_shard_items, rank_items, shard_path
 from impulses.embed.store import EmbeddingStore
 from impulses.errors import ImpulsesError, StoreError
 
@@ -30,6 +30,20 @@ def test_rank_blocks_tile_the_rows_at_batch_boundaries(n: int, batch: int, world
 
 def test_shard_path_sits_next_to_the_store() -> None:
     assert shard_path("runs/x.h5", 1, 4) == Path("runs/x.rank1-of-4.h5")
+
+
+def test_a_shard_of_another_block_is_refused(tmp_path: Path) -> None:
+    from impulses.embed.store import StoreSpec, StoreWriter
+
+    path = tmp_path / "x.rank0-of-2.h5"
+    check_shard_items(path, range(0, 96))  # nothing there yet: fine
+    writer = StoreWriter.create(
+        path, spec=StoreSpec("e", "s"), dim=2, capacity=96, extra_attrs={"shard_items": [0, 96]}
+    )
+    writer.close()  # a .partial of block 0:96
+    check_shard_items(path, range(0, 96))
+    with pytest.raises(StoreError, match=r"holds items 0:96 but this run's shard is 0:128.*--overwrite"):
+        check_shard_items(path, range(0, 128))
 
 
 def test_rank_info_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
