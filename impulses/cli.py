@@ -113,12 +113,14 @@ def embed(
         bool, typer.Option("--cifar-stem", help="3x3 stride-1 first conv, no max-pool (8-32 px images).")
     ] = False,
     image_size: Annotated[
-        int | None, typer.Option(help="Input side in pixels. [default: the encoder's test transform]")
+        int | None, typer.Option(help="Input side in pixels (default: the encoder's test transform).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass (and per committed chunk).")] = 256,
     workers: Annotated[
         int | None,
-        typer.Option(help="DataLoader worker processes. [default: 0 for in-memory datasets, else 4]"),
+        typer.Option(
+            help="DataLoader worker processes (default: 0 for in-memory data, 4 for image folders)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Stored dtype: float16 or float32.")] = "float16",
