@@ -18,10 +18,11 @@ Measured in one run, on the same machine state:
     full test evaluation (loss, accuracy, F1, AUC, confusion matrix) after every epoch;
 (d) the streaming bound: 100 plain passes of features @ weights (X @ w, float32);
 
-and, for context, the gather floor: the same batches gathered into a buffer with one forward and
-one backward matmul each and nothing else (what any per-row-shuffled trainer made of PyTorch ops
-must pay). The machine is shared with other jobs, so (a), (d) and the floor are repeated
-(``--repeats``, interleaved) and their medians used.
+and, for context, (a) without shuffling (the reference loop's own batch order, where batches are
+slices of X used in place), and the gather floor: the same batches as (a) gathered into a buffer,
+with one forward and one backward matmul each and nothing else (what any per-row-shuffled trainer
+made of PyTorch ops must pay). The machine is shared with other jobs, so these, (a) and (d) are
+repeated (``--repeats``, interleaved) and their medians used.
 
 The reference loop is timed on seed 0; for the quality comparison on further seeds its
 training-only twin (same init, batch order, loss and Adam, without the per-batch metrics and
@@ -291,20 +292,29 @@ def main(argv: list[str] | None = None) -> None:
 
     # the machine is shared: (d), the floor and (a) are repeated, interleaved, and their medians used
     head_threads = args.threads
-    bounds, floors, ones = [], [], []
+    bounds, floors, ones, in_order = [], [], [], []
     for rep in range(args.repeats):
         bounds.append(streaming_bound(X, epochs))
         floors.append(gather_floor(X, epochs))
         one = train_heads(X, s, [HeadSpec("imbnnpu", prior, seed=0)], epochs=epochs, threads=head_threads)
         ones.append(one.seconds)
-        print(
-            f"    repeat {rep}: bound {bounds[-1]:.2f} s, gather+matmul floor {floors[-1]:.2f} s, one head {ones[-1]:.2f} s"
+        unshuffled = train_heads(
+            X, s, [HeadSpec("imbnnpu", prior, seed=0)], epochs=epochs, threads=head_threads, shuffle=False
         )
-    bound, floor, one_seconds = (float(np.median(v)) for v in (bounds, floors, ones))
+        in_order.append(unshuffled.seconds)
+        print(
+            f"    repeat {rep}: bound {bounds[-1]:.2f} s, gather floor {floors[-1]:.2f} s, "
+            f"one head {ones[-1]:.2f} s, one head unshuffled {in_order[-1]:.2f} s"
+        )
+    bound, floor, one_seconds, in_order_seconds = (
+        float(np.median(v)) for v in (bounds, floors, ones, in_order)
+    )
     print(f"(d) streaming bound, {epochs} passes of X @ w: {bound:.2f} s (median of {args.repeats})")
     print(f"    gather + forward + backward matmuls alone: {floor:.2f} s ({floor / bound:.2f}x the bound)")
     print(f"(a) one imbnnPU head, {epochs} epochs: {one_seconds:.2f} s  ({one_seconds / bound:.2f}x the bound, "
           f"{one_seconds / floor:.2f}x the gather floor)")  # fmt: skip
+    print(f"    the same head in the reference loop's own batch order (no shuffling): {in_order_seconds:.2f} s "
+          f"({in_order_seconds / bound:.2f}x the bound)")  # fmt: skip
 
     priors = np.linspace(0.02, 0.30, 21)
     sweep_heads = [HeadSpec("imbnnpu", float(p), seed=k) for p in priors for k in range(3)] + [
@@ -338,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         "one_head_over_streaming_bound": one_seconds / bound,
         "gather_floor_over_streaming_bound": floor / bound,
         "one_head_over_gather_floor": one_seconds / floor,
+        "reference_over_one_head_unshuffled": ref / in_order_seconds,
+        "one_head_unshuffled_over_streaming_bound": in_order_seconds / bound,
         "reference_one_head_over_sweep_64": ref / sweep.seconds,
     }
     quality = {
@@ -396,7 +408,13 @@ def main(argv: list[str] | None = None) -> None:
             "streaming_bound": bound,
             "gather_floor": floor,
             "one_head": one_seconds,
-            "repeats": {"streaming_bound": bounds, "gather_floor": floors, "one_head": ones},
+            "one_head_unshuffled": in_order_seconds,
+            "repeats": {
+                "streaming_bound": bounds,
+                "gather_floor": floors,
+                "one_head": ones,
+                "one_head_unshuffled": in_order,
+            },
             "sweep_64": sweep.seconds,
             "reference_one_head": ref,
         },

@@ -313,7 +313,9 @@ def train_heads(
         test_x = _features(test[0], device, trainer.x_dtype) if test is not None else None
         for epoch in range(epochs):
             order, sizes = _epoch_order(trainer.n, batch_size, gen, strata)
-            train_loss = trainer.epoch(order, sizes, track_loss=track_loss)
+            train_loss = trainer.epoch(
+                order, sizes, track_loss=track_loss, in_order=gen is None and strata is None
+            )
             record: dict[str, Any] = {}
             if train_loss is not None:
                 record["train_loss"] = train_loss
@@ -431,8 +433,14 @@ class _Trainer:
             self._views[size] = (xb, xb[:, : self.d], xb.t(), xlow, *(buf[:size] for buf in self.bufs))
         return self._views[size]
 
-    def epoch(self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False) -> np.ndarray | None:
-        """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked."""
+    def epoch(
+        self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False, in_order: bool = False
+    ) -> np.ndarray | None:
+        """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked.
+
+        ``in_order`` says that ``order`` is 0..N-1 (no shuffling): batches are then slices of X, used
+        in place instead of gathered.
+        """
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
         S_ord = self.S.index_select(0, order)
@@ -465,10 +473,11 @@ class _Trainer:
         plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
         splits = {key: torch.split(v, sizes) for key, v in plan.items()}
         coefs = [{key: v[j] for key, v in splits.items()} for j in range(nb)]
+        slices = torch.split(self.X, sizes) if in_order and self.xlow is None else [None] * nb
         steps = [
-            (self._views_for(size), idx, coef, uni, count)
-            for size, idx, coef, uni, count in zip(
-                sizes, torch.split(order, sizes), coefs, uniform, step_counts, strict=True
+            (self._views_for(size), idx, rows, coef, uni, count)
+            for size, idx, rows, coef, uni, count in zip(
+                sizes, torch.split(order, sizes), slices, coefs, uniform, step_counts, strict=True
             )
         ]
         loss_sum = torch.zeros((1, k), dtype=torch.float64, device=dev) if track_loss else None
@@ -477,17 +486,25 @@ class _Trainer:
         exp_avg, exp_avg_sq = self.exp_avg, self.exp_avg_sq
         index_select, mm, fused_adam = torch.index_select, torch.mm, getattr(torch, "_fused_adam_", None)
         lr, eps, (beta1, beta2) = self.lr, self.eps, self.betas
-        for j, ((xb, xb_x, xbt, xlow, z, p, g), idx, coef, uni, count) in enumerate(steps):
-            if xlow is None:
-                index_select(X, 0, idx, out=xb_x)
-            else:
-                index_select(X, 0, idx, out=xlow)
-                xb_x.copy_(xlow)
-            mm(xb, theta, out=z)
+        W, bias, grad_W, grad_b = theta[: self.d], theta[self.d], grad[: self.d], grad[self.d]
+        for j, ((xb, xb_x, xbt, xlow, z, p, g), idx, rows, coef, uni, count) in enumerate(steps):
+            if rows is not None:  # a slice of X, used in place
+                torch.addmm(bias, rows, W, out=z)
+            else:  # gathered into the (B, D+1) buffer whose last column is 1
+                if xlow is None:
+                    index_select(X, 0, idx, out=xb_x)
+                else:
+                    index_select(X, 0, idx, out=xlow)
+                    xb_x.copy_(xlow)
+                mm(xb, theta, out=z)
             if loss_sum is not None:
                 loss_sum += fused.objective(z, coef)
             fused.grad(z, coef, p=p, out=g)
-            mm(xbt, g, out=grad)
+            if rows is not None:
+                mm(rows.t(), g, out=grad_W)
+                torch.sum(g, 0, out=grad_b)
+            else:
+                mm(xbt, g, out=grad)
             if uni:  # torch.optim.Adam's update, fused, for all heads at the same step
                 fused_adam(
                     [theta], [grad], [exp_avg], [exp_avg_sq], [], [count],

@@ -41,11 +41,14 @@ def reference_train(
     batch_size: int,
     lr: float,
     stats: dict | None = None,
+    shuffle_seed: int | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """The paper's code path: nn.Linear, autograd, torch.optim.Adam, batches in row order.
 
     A PU head skips the optimizer step on a batch without a labeled positive or unlabeled row.
     ``stats["corrected"]`` counts nnPU steps that took the correction branch (R_n < −β).
+    With ``shuffle_seed``, each epoch's batches follow ``torch.randperm(N)`` drawn from a generator
+    seeded with it: the order train_heads documents.
     """
     torch.manual_seed(head.seed)
     model = torch.nn.Linear(X.shape[1], 1)
@@ -54,9 +57,11 @@ def reference_train(
     Xt, st = torch.from_numpy(X), torch.from_numpy(s).float()
     pos_weight = float((st == 0).sum() / st.sum())
     skipped = 0
+    gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     for _ in range(epochs):
-        for start in range(0, len(X), batch_size):
-            xb, sb = Xt[start : start + batch_size], st[start : start + batch_size]
+        order = torch.randperm(len(X), generator=gen) if gen is not None else torch.arange(len(X))
+        for idx in torch.split(order, batch_size):
+            xb, sb = Xt[idx], st[idx]
             opt.zero_grad(set_to_none=True)
             if spec.kind == "pu" and (sb.sum() == 0 or sb.sum() == len(sb)):
                 skipped += 1
@@ -110,6 +115,17 @@ def test_one_head_equals_autograd_adam_reference(head: HeadSpec, fused_adam: boo
     np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
     assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
     assert result.steps[0] == 6 * 10
+
+
+@pytest.mark.parametrize(
+    "head", [HeadSpec("imbnnpu", 0.15, seed=3), HeadSpec("wbce", seed=1)], ids=lambda h: h.loss
+)
+def test_shuffled_head_equals_reference_with_the_same_permutations(head: HeadSpec) -> None:
+    X, s, _ = pu_data()
+    w_ref, b_ref, _ = reference_train(X, s, head, epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5)
+    result = train_heads(X, s, [head], epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5)
+    np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
+    assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
 
 
 def test_skipped_batches_match_a_reference_that_skips_the_step() -> None:
