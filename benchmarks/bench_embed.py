@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--n", type=int, default=2000, help="images in the CPU speed runs")
     parser.add_argument(
-        "--sizes", type=int, nargs=2, default=[500, 2000], help="dataset sizes of the memory runs"
+        "--sizes", type=int, nargs=2, default=[500, 4000], help="dataset sizes of the memory runs"
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256)

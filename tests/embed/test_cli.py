@@ -171,3 +171,80 @@ def test_killed_run_resumes_to_the_uninterrupted_rows(tmp_path: Path, cli) -> No
         assert got.ids.tolist() == ref.ids.tolist()
         assert got.targets.tolist() == ref.targets.tolist()
         np.testing.assert_array_equal(got.read(dtype=np.float16), ref.read(dtype=np.float16))
+
+
+# -- encoders: a weights file and an `impulses pretrain` checkpoint -----------------------------------
+def _trained_smallcnn(seed: int):
+    import torch
+
+    from impulses.encoders import create_encoder
+
+    torch.manual_seed(seed)
+    model = create_encoder("smallcnn").eval()
+    with torch.no_grad():  # move BatchNorm away from its initial identity, as training would
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def _rows_of(model, spec: str, transform: dict) -> np.ndarray:
+    import torch
+
+    from impulses.embed.datasets import open_source
+    from impulses.encoders.augment import test_transform
+
+    source, fn = open_source(spec), test_transform(transform)
+    with torch.no_grad():
+        return model(torch.stack([fn(source[i].image) for i in range(len(source))])).numpy()
+
+
+def test_weights_file_and_pretrain_checkpoint_are_accepted(tmp_path: Path, cli) -> None:
+    import torch
+
+    from impulses.encoders.augment import test_transform_config
+    from impulses.encoders.checkpoint import file_sha256, save_checkpoint
+
+    data = ["--data", "digits[0:24]", "--no-progress"]
+    model = _trained_smallcnn(1)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    assert (
+        cli(
+            "embed",
+            *data,
+            "--encoder",
+            "smallcnn",
+            "--weights",
+            tmp_path / "w.pt",
+            "--out",
+            tmp_path / "w.h5",
+        ).code
+        == 0
+    )
+    with EmbeddingStore.open(tmp_path / "w.h5") as store:
+        assert store.meta["encoder_sha256"] == file_sha256(tmp_path / "w.pt")
+        expected = _rows_of(model, "digits[0:24]", store.meta["transform"])
+        np.testing.assert_allclose(store.read(), expected, rtol=2e-3, atol=2e-3)
+
+    other = _trained_smallcnn(2)
+    transform = test_transform_config("small-gray", in_chans=3)
+    save_checkpoint(
+        tmp_path / "run" / "last.pt",
+        {
+            "encoder": {"name": "smallcnn", "cifar_stem": False, "in_chans": 3, "num_features": 256},
+            "preset": "small-gray",
+            "transform": transform,
+            "encoder_state": other.state_dict(),
+            "epoch": 1,
+            "config": {},
+        },
+    )
+    result = cli("embed", *data, "--encoder", tmp_path / "run", "--out", tmp_path / "c.h5")
+    assert result.code == 0, result.stderr
+    with EmbeddingStore.open(tmp_path / "c.h5") as store:
+        assert store.meta["encoder"] == "smallcnn" and store.meta["encoder_spec"] == str(tmp_path / "run")
+        assert store.meta["encoder_sha256"] == file_sha256(tmp_path / "run" / "last.pt")
+        np.testing.assert_allclose(
+            store.read(), _rows_of(other, "digits[0:24]", transform), rtol=2e-3, atol=2e-3
+        )
