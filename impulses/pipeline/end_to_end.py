@@ -114,7 +114,7 @@ def train_end_to_end(
         # the whole training set's |U|/|P| (or |N|/|P|), not the batch's: a fixed, comparable weighting
         n_pos = int((labels == 1).sum())
         kwargs = {"pos_weight": (len(labels) - n_pos) / n_pos}
-    loss_fn = spec.fn if config.loss != "pn" else get_loss("wbce").fn
+    loss_fn = spec.fn
     rng = np.random.default_rng(config.seed)
     y_all = torch.from_numpy(labels)
     model.train()

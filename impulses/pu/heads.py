@@ -45,7 +45,7 @@ class HeadSpec:
     """One head: its loss and hyperparameters, the seed of its initialisation and its label column.
 
     ``column`` picks the column of a 2-D label matrix (default: column k for head k when the matrix
-    has one column per head, else column 0). ``pos_weight`` (wbce) defaults to |U|/|P| of the head's
+    has one column per head, else column 0). ``pos_weight`` (wbce, pn) defaults to |U|/|P| (or |N|/|P|) of the head's
     label column over the whole training set. ``name`` is a free label carried into results.
     """
 
@@ -152,9 +152,11 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
                 raise ImpulsesError(f"{what}: the label column has no labeled positive (s = 1)")
             if n_u == 0:
                 raise ImpulsesError(f"{what}: the label column has no unlabeled row (s = 0)")
-        elif spec.name == "wbce" and pos_weight is None:
+        elif spec.name in ("wbce", "pn") and pos_weight is None:
             if n_p == 0:
-                raise ImpulsesError(f"{what}: wbce needs a labeled positive to weight (|U|/|P|)")
+                raise ImpulsesError(
+                    f"{what}: {spec.name} needs a positive label to weight (|U|/|P| or |N|/|P|)"
+                )
             pos_weight = n_u / n_p
         if head.beta < 0 or head.gamma < 0:
             raise ImpulsesError(f"{what}: beta and gamma must be >= 0")

@@ -20,8 +20,8 @@ head is exactly 0 with zero gradient ("no information in this batch"), never NaN
 
 The baselines use the logistic loss of :class:`torch.nn.BCEWithLogitsLoss` (mean over the batch) and
 are defined on any batch: ``bce`` treats unlabeled rows as negative, ``wbce`` weights positives by
-|U|/|P| unless ``pos_weight`` is given, ``pn`` takes the **true labels y** in its ``s`` argument
-(the supervised upper bound).
+|U|/|P| unless ``pos_weight`` is given, ``pn`` is wBCE on the **true labels y** given in its ``s``
+argument (positives weighted by |N|/|P|: the supervised upper bound).
 
 :data:`LOSSES` maps the CLI's ``--loss NAME`` to a :class:`LossSpec`. :class:`FusedObjective`
 evaluates the same objectives for K heads with closed-form gradients (no autograd), for the trainer.
@@ -194,9 +194,15 @@ def wbce_loss(
     return _finish(_weighted_bce(g, lab, w), squeeze)
 
 
-def pn_loss(logits: torch.Tensor, y: torch.Tensor, prior: Prior | None = None) -> torch.Tensor:
-    """Supervised BCE on the TRUE labels y (not s): the PN upper bound a PU method can at best reach."""
-    return bce_loss(logits, y)
+def pn_loss(
+    logits: torch.Tensor, y: torch.Tensor, prior: Prior | None = None, *, pos_weight: Prior | None = None
+) -> torch.Tensor:
+    """Weighted BCE on the TRUE labels y (not s): the PN upper bound a PU method can at best reach.
+
+    Positives are weighted by |N|/|P| of the given labels unless ``pos_weight`` is given (the
+    paper's upper bound is wBCE on the true labels, so it is not hurt by the class imbalance).
+    """
+    return wbce_loss(logits, y, pos_weight=pos_weight)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +228,9 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("upu", upu_loss, True, "s", "pu", "unbiased PU, never corrected (du Plessis et al.)"),
         LossSpec("bce", bce_loss, False, "s", "bce", "BCE, unlabeled taken as negative"),
         LossSpec("wbce", wbce_loss, False, "s", "bce", "BCE with positive weight |U|/|P|"),
-        LossSpec("pn", pn_loss, False, "y", "bce", "BCE on the true labels y (supervised upper bound)"),
+        LossSpec(
+            "pn", pn_loss, False, "y", "bce", "weighted BCE on the true labels y (supervised upper bound)"
+        ),
     )
 }
 

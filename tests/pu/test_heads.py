@@ -75,7 +75,7 @@ def reference_train(
                 r_n = p[sb == 0].mean() - head.prior * p[sb == 1].mean()
                 if stats is not None and head.loss == "nnpu" and r_n < -head.beta:
                     stats["corrected"] = stats.get("corrected", 0) + 1
-            elif head.loss == "wbce":
+            elif head.loss in ("wbce", "pn"):  # weight |U|/|P| (|N|/|P| for pn's y) of the whole set
                 loss = spec.fn(out, sb, pos_weight=pos_weight)
             else:
                 loss = spec.fn(out, sb)
@@ -100,6 +100,7 @@ def test_linear_init_is_torch_default_linear_init() -> None:
         HeadSpec("upu", 0.15),
         HeadSpec("bce", seed=2),
         HeadSpec("wbce"),
+        HeadSpec("pn", seed=4),  # given y in place of s: wBCE with |N|/|P| of the whole set
     ],
     ids=lambda h: h.loss,
 )

@@ -108,9 +108,12 @@ def test_bce_wbce_pn_are_logistic_losses() -> None:
     # torch's own BCEWithLogitsLoss agrees (an independent implementation)
     ref = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(5.0, dtype=torch.float64))(t(G), t(S))
     assert wbce_loss(t(G), t(S), pos_weight=5.0).item() == pytest.approx(ref.item(), abs=1e-12)
-    y = [1, 1, 1, 0, 0]  # pn takes the true labels
-    pn = sum(softplus(-g) if v else softplus(g) for g, v in zip(G, y, strict=True)) / len(G)
+    y = [1, 1, 1, 0, 0]  # pn takes the true labels, positives weighted by |N| / |P| = 2 / 3
+    pn = sum(2 / 3 * softplus(-g) if v else softplus(g) for g, v in zip(G, y, strict=True)) / len(G)
     assert pn_loss(t(G), t(y)).item() == pytest.approx(pn, abs=1e-12)
+    assert pn_loss(t(G), t(y), pos_weight=5.0).item() == pytest.approx(
+        wbce_loss(t(G), t(y), pos_weight=5.0).item()
+    )
 
 
 def test_correction_branch_gradient_is_gradient_ascent_on_rn() -> None:
@@ -200,7 +203,7 @@ def _reference(heads: list[HeadLoss], z: torch.Tensor, s: torch.Tensor) -> torch
         if spec.kind == "pu":
             kw = {"beta": head.beta, "gamma": head.gamma, "prior_prime": head.prior_prime}
             out.append(spec.fn(z[:, k], s[:, k], head.prior, **kw))
-        elif head.loss == "wbce":
+        elif head.loss in ("wbce", "pn"):
             out.append(spec.fn(z[:, k], s[:, k], pos_weight=head.pos_weight))
         else:
             out.append(spec.fn(z[:, k], s[:, k]))
@@ -216,7 +219,7 @@ def test_fused_gradient_equals_autograd_for_every_loss_and_branch() -> None:
         HeadLoss("upu", 0.97),  # R_n < 0 but never corrected
         HeadLoss("bce"),
         HeadLoss("wbce", pos_weight=4.0),
-        HeadLoss("pn"),
+        HeadLoss("pn", pos_weight=22 / 8),  # |N| / |P| of its column, as the trainer fills it
         HeadLoss("nnpu", 0.3),  # its column has no labeled positive in this batch
     ]
     k, b = len(heads), 30
