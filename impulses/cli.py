@@ -46,7 +46,8 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Pretrain or load an encoder once, cache its embeddings, then train PU heads on them in seconds."""
@@ -58,7 +59,9 @@ def _root(
 @app.command()
 def info(
     path: Annotated[Path, typer.Argument(help="An embedding store (.h5) or a label set (.parquet/.csv).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
+    ] = False,
     check: Annotated[bool, typer.Option("--check", help="Also scan every embedding for NaN/Inf.")] = False,
 ) -> None:
     """Show what a store or label set holds.
@@ -572,14 +575,18 @@ def estimate_prior_command(
 
     label_file = read_label_set(labels, names=[label_set] if label_set is not None else None)
     if len(label_file.names) > 1:
-        raise LabelSetError(f"{labels} holds label sets {', '.join(label_file.names)}: choose one with --label-set")
+        raise LabelSetError(
+            f"{labels} holds label sets {', '.join(label_file.names)}: choose one with --label-set"
+        )
     store = EmbeddingStore.open(train)
     rows = label_file.rows_in(store)
     order = rows.argsort()
     features = store.read(rows[order])
     s = label_file.s[order, 0].astype(np.int64)
     y = label_file.y[order] if label_file.y is not None else None
-    err_console.print(f"fitting the P-vs-U classifier on {len(rows):,} x {store.dim} features ...", style="dim")
+    err_console.print(
+        f"fitting the P-vs-U classifier on {len(rows):,} x {store.dim} features ...", style="dim"
+    )
     estimates = estimate_prior(features, s, n_folds=folds, seed=seed)
     n_l, n_u = int(s.sum()), int((s == 0).sum())
     true_prior = float(y[s == 0].mean()) if y is not None and n_u else None
@@ -666,10 +673,22 @@ def parse_priors(values: list[str] | None, prior_range: str | None) -> list[floa
 
 
 def auto_prior(features: "np.ndarray", s: "np.ndarray", label_set: str) -> float:  # noqa: F821, UP037
-    """The prior ``--prior auto`` stands for, estimated from one label set (not wired up yet)."""
-    raise ImpulsesError(
-        f"--prior auto (label set {label_set}): no class-prior estimator is wired in yet; give a number"
+    """``--prior auto``: the BBE estimate of π = p(y=1 | s=0) from one label set's features (Garg et al. 2021)."""
+    from impulses.pu.prior import estimate_prior
+
+    estimate = estimate_prior(features, s, methods=("bbe",))["bbe"]
+    if not 0 < estimate.prior < 1:
+        raise ImpulsesError(
+            f"--prior auto (label set {label_set}): the BBE estimate {estimate.prior:g} is not in (0, 1); "
+            "give the prior as a number"
+        )
+    err_console.print(
+        f"--prior auto (label set {label_set}): BBE estimate π = {estimate.prior:.4f} "
+        f"(interval {estimate.lower:.4f}-{estimate.upper:.4f})",
+        markup=False,
+        highlight=False,
     )
+    return float(estimate.prior)
 
 
 def parse_distortions(value: str) -> list[float]:
@@ -695,7 +714,9 @@ def train_head(
     out: Annotated[Path, typer.Option(help="Directory for results.csv, heads.pt (and history.csv).")],
     prior: Annotated[
         list[str] | None,
-        typer.Option(help="π = p(y=1 | s=0), repeatable (a number in (0, 1), or 'auto' once wired)."),
+        typer.Option(
+            help="π = p(y=1 | s=0), repeatable: a number in (0, 1), or 'auto' (BBE estimate per label set)."
+        ),
     ] = None,
     prior_range: Annotated[
         str | None, typer.Option(help="More priors: START:STOP:N, N evenly spaced values, ends included.")
@@ -970,15 +991,17 @@ def predict(
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run folder: label sets, checkpoint, stores, tables.")] = Path(
-        "runs/demo"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder: label sets, checkpoint, stores, tables.")
+    ] = Path("runs/demo"),
     plot: Annotated[
         Path | None, typer.Option(help="Where to write the figures. [default: OUT/plots]")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the per-run rows as JSON at the end.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the per-run rows as JSON at the end.")
+    ] = False,
 ) -> None:
     """The whole ImPULSeS pipeline on scikit-learn's digits, in a few minutes on a CPU.
 
@@ -999,8 +1022,10 @@ def demo(
     from impulses.pipeline.report import print_experiment
 
     config = replace(DEMO, device=device)
-    log = (lambda msg: err_console.print(msg, markup=False, highlight=False)) if as_json else (
-        lambda msg: console.print(msg, markup=False, highlight=False)
+    log = (
+        (lambda msg: err_console.print(msg, markup=False, highlight=False))
+        if as_json
+        else (lambda msg: console.print(msg, markup=False, highlight=False))
     )
     result = run_experiment(config, out, plot_dir=plot, progress=progress, log=log)
     if as_json:
