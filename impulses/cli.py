@@ -248,7 +248,7 @@ def pretrain(
         bool, typer.Option("--download", help="Download the dataset if it is missing.")
     ] = False,
     encoder: Annotated[
-        str | None, typer.Option(help="Registered or timm encoder name. [default: resnet50]")
+        str | None, typer.Option(help="Registered or timm encoder name. (default: resnet50)")
     ] = None,
     cifar_stem: Annotated[
         bool, typer.Option("--cifar-stem", help="3x3 stride-1 first conv, no max-pool (8-32 px images).")
@@ -259,30 +259,30 @@ def pretrain(
     weights: Annotated[Path | None, typer.Option(help="Start from a local state dict (strict).")] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help="Augmentations: cifar, imagenet or small-gray. [default: from the images]"),
+        typer.Option(help="Augmentations: cifar, imagenet or small-gray. (default: from the images)"),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Input side in pixels. [default: the preset's]")
+        int | None, typer.Option(help="Input side in pixels. (default: the preset's)")
     ] = None,
-    loss: Annotated[str | None, typer.Option(help="debiased or ntxent. [default: debiased]")] = None,
+    loss: Annotated[str | None, typer.Option(help="debiased or ntxent. (default: debiased)")] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Total epochs (a resumed run continues up to it). [default: 100]")
+        int | None, typer.Option(help="Total epochs (a resumed run continues up to it). (default: 100)")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch of images (2 views each). [default: 128]")
+        int | None, typer.Option(help="Global batch of images (2 views each). (default: 128)")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate. [default: 3e-4]")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay. [default: 1e-6]")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Softmax temperature t. [default: 0.5]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate. (default: 3e-4)")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Adam weight decay. (default: 1e-6)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Softmax temperature t. (default: 0.5)")] = None,
     tau_plus: Annotated[
-        float | None, typer.Option(help="Positive-class prior tau+ of the debiased loss. [default: 0.1]")
+        float | None, typer.Option(help="Positive-class prior tau+ of the debiased loss. (default: 0.1)")
     ] = None,
-    projection_dim: Annotated[int | None, typer.Option(help="Projector output size. [default: 128]")] = None,
+    projection_dim: Annotated[int | None, typer.Option(help="Projector output size. (default: 128)")] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of init, data order and augmentations. [default: 0]")
+        int | None, typer.Option(help="Seed of init, data order and augmentations. (default: 0)")
     ] = None,
     knn_holdout: Annotated[
-        float | None, typer.Option(help="Share held out for the kNN monitor (0: none). [default: 0.1]")
+        float | None, typer.Option(help="Share held out for the kNN monitor (0: none). (default: 0.1)")
     ] = None,
     sync_bn: Annotated[
         bool, typer.Option("--sync-bn", help="SyncBatchNorm across torchrun processes.")
@@ -995,7 +995,7 @@ def demo(
         Path, typer.Option("--out", help="Run folder: label sets, checkpoint, stores, tables.")
     ] = Path("runs/demo"),
     plot: Annotated[
-        Path | None, typer.Option(help="Where to write the figures. [default: OUT/plots]")
+        Path | None, typer.Option(help="Where to write the figures. (default: OUT/plots)")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
