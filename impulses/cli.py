@@ -766,6 +766,13 @@ def train_head(
             help="With --test: test metrics every N epochs into DIR/history.csv (0: only at the end)."
         ),
     ] = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --test: write the figures here: test AUC over epochs per prior distortion, "
+            "and a t-SNE of the test embeddings by class and by P/N."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result rows as JSON on stdout (and nothing else there).")
     ] = False,
@@ -800,6 +807,10 @@ def train_head(
         raise ImpulsesError(f"--seeds {seeds}: train at least one seed")
     if (test is None) != (test_labels is None):
         raise ImpulsesError("--test and --test-labels go together: give both or neither")
+    if plot is not None and test is None:
+        raise ImpulsesError("--plot draws test-set figures: give --test and --test-labels too")
+    if plot is not None and eval_every == 0:
+        eval_every = 1  # the AUC-over-epochs figure needs every epoch
     torch_device = resolve_device(device)
     label_file = read_label_set(labels, names=label_set)
     needs_y = any(get_loss(name).labels == "y" for name in losses)
@@ -838,7 +849,9 @@ def train_head(
             raise ImpulsesError(
                 f"--test {test} has dim {test_store.dim}, --train {train} has dim {store.dim}"
             )
-        X_test, y_test = test_store.read(test_file.rows_in(test_store)), test_file.y
+        test_rows = test_file.rows_in(test_store)
+        X_test, y_test = test_store.read(test_rows), test_file.y
+        test_targets, test_classes = test_store.targets[test_rows], test_store.class_names
         eval_on = "test"
     elif label_file.y is not None:
         X_test, y_test = X, label_file.y
@@ -875,6 +888,9 @@ def train_head(
             "skipped_batches": int(result.skipped_batches[k]),
         })  # fmt: skip
     _write_train_outputs(out, rows_out, result, store, train, labels, label_file.names)
+    if plot is not None:
+        for path in _write_plots(plot, rows_out, result.history, X_test, test_targets, y_test, test_classes):
+            err_console.print(f"figure: {path}", markup=False, highlight=False)
     skipping = [row for row in rows_out if row["skipped_batches"]]
     if skipping:
         most = max(row["skipped_batches"] for row in skipping)
@@ -928,6 +944,23 @@ def _write_train_outputs(out, rows, result, store, train, labels, label_sets) ->
                         record[key] = float(entry[key][k])
                 records.append(record)
         pl.DataFrame(records, infer_schema_length=None).write_csv(out / "history.csv")
+
+
+def _write_plots(plot_dir, rows, history, X_test, targets, y_test, class_names) -> list[Path]:
+    """Fig. 3 (test AUC over epochs, one line per prior distortion, a panel per PU loss) and Fig. 2 (t-SNE)."""
+    from impulses.plots import plot_auc_over_epochs, plot_tsne
+
+    records = [
+        {"distortion": row["distortion"], "epoch": entry["epoch"], "auc": float(entry["auc"][k]),
+         "head": f"{row['label_set']}/seed {row['seed']}", "panel": row["loss"]}
+        for entry in history if "auc" in entry
+        for k, row in enumerate(rows) if row["distortion"] is not None
+    ]  # fmt: skip
+    written = []
+    if records:
+        written.append(plot_auc_over_epochs(records, Path(plot_dir) / "auc_over_epochs.png"))
+    written.append(plot_tsne(X_test, targets, y_test, Path(plot_dir) / "tsne.png", class_names=class_names))
+    return written
 
 
 def _print_results(rows: list[dict], out: Path) -> None:

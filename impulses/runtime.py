@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -14,11 +16,14 @@ from rich.progress import (
 
 from impulses.errors import ImpulsesError
 
+if TYPE_CHECKING:  # torch is imported lazily: `impulses --help` stays fast
+    import torch
+
 console = Console()
 err_console = Console(stderr=True)
 
 
-def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821 - torch imported lazily
+def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; an unavailable device is a user error, not a crash."""
     import torch
 

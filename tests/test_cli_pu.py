@@ -220,3 +220,22 @@ def test_prior_auto_uses_the_bbe_estimate(cli, task: DigitsTask, tmp_path: Path)
     rows = json.loads(result.stdout)
     assert rows[0]["prior"] == pytest.approx(expected.prior)
     assert "--prior auto" in result.stderr and "BBE estimate" in result.stderr
+
+
+def test_plot_writes_the_paper_figures(cli, task: DigitsTask, tmp_path: Path) -> None:
+    figures = tmp_path / "figures"
+    result = cli(
+        *common(task, tmp_path / "run"), "--prior", task.prior, "--distortion", "0.5,1,2", "--loss", "imbnnpu",
+        "--loss", "bce", "--epochs", "3", "--test", task.test, "--test-labels", task.test_labels, "--plot", figures,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    for name in ("auc_over_epochs.png", "tsne.png"):
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    history = pl.read_csv(tmp_path / "run" / "history.csv")  # --plot records every epoch
+    assert sorted(set(history["epoch"].to_list())) == [1, 2, 3]
+
+
+def test_plot_without_a_test_set_is_refused(cli, task: DigitsTask, tmp_path: Path) -> None:
+    result = cli(*common(task, tmp_path / "run"), "--prior", task.prior, "--plot", tmp_path / "figures")
+    assert result.code == 2 and "--plot" in result.stderr and "--test" in result.stderr
+    assert not (tmp_path / "run").exists()

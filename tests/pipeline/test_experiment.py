@@ -1,0 +1,116 @@
+"""The experiment protocol on digits with tiny settings: outputs, tables against the runs, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from impulses.embed.store import EmbeddingStore
+from impulses.pipeline.experiment import DEMO, SWEEP, ExperimentResult, _summary, run_experiment
+
+TINY = replace(
+    DEMO,
+    n_label_sets=2,
+    pretrain_epochs=1,
+    head_epochs=3,
+    e2e_epochs=1,
+    distortions=(0.5, 1.0, 2.0, 20.0),  # 20·π > 1: left out, not an error
+    tsne_points=100,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResult, Path, list[str]]:
+    out = tmp_path_factory.mktemp("experiment")
+    messages: list[str] = []
+    result = run_experiment(TINY, out, progress=False, log=messages.append)
+    return result, out, messages
+
+
+def test_split_and_label_files_follow_the_config(run) -> None:
+    result, out, _ = run
+    labels = pl.read_parquet(out / "labels.parquet")
+    test = pl.read_parquet(out / "test-labels.parquet")
+    assert labels.columns == ["id", "y", "s_0", "s_1"]
+    assert int(labels["y"].sum()) == TINY.n_positive == result.split["n_positive"]
+    assert all(int(labels[c].sum()) == round(TINY.label_frequency * TINY.n_positive) for c in ("s_0", "s_1"))
+    assert len(test) == 540  # 30% of 1,797 digits, stratified
+    assert not set(test["id"]) & set(labels["id"])  # the test images are held out of training
+    unlabeled = labels.filter(pl.col("s_0") == 0)
+    assert result.split["prior"] == pytest.approx(unlabeled["y"].mean())
+    assert json.loads((out / "config.json").read_text())["n_label_sets"] == 2
+
+
+def test_every_method_is_run_on_every_label_set(run) -> None:
+    result, _, _ = run
+    runs = result.runs
+    per_set = runs.group_by("method").agg(pl.col("label_set").n_unique().alias("sets"), pl.len().alias("n"))
+    counts = {row["method"]: (row["sets"], row["n"]) for row in per_set.iter_rows(named=True)}
+    assert counts["ImPULSeS"] == counts["nnPU"] == counts["wBCE"] == counts["BCE"] == (2, 2)
+    assert counts["PN (upper bound)"] == (2, 4)  # with pretraining (linear head) and end to end
+    assert counts["imbnnPU"] == (2, 2)  # end to end, without pretraining
+    # the sweep: b = 0.5 and 2 (b = 1 is the ImPULSeS head itself, 20·π >= 1 is skipped)
+    sweep = runs.filter(pl.col("method") == SWEEP)
+    assert sorted(set(sweep["distortion"].to_list())) == [0.5, 2.0]
+    prior = result.split["prior"]
+    assert sweep.filter(pl.col("distortion") == 2.0)["prior"].to_list() == pytest.approx([2 * prior] * 2)
+    assert runs.filter(pl.col("pretrained").not_())["method"].unique().sort().to_list() == [
+        "PN (upper bound)",
+        "imbnnPU",
+    ]
+    for metric in ("accuracy", "f1", "auc", "ap"):
+        assert runs[metric].is_between(0, 1).all()
+
+
+def test_summary_is_the_mean_and_std_of_the_runs(run) -> None:
+    result, _, _ = run
+    runs = result.runs.filter(pl.col("method") == "ImPULSeS")
+    row = result.summary.filter(pl.col("method") == "ImPULSeS").row(0, named=True)
+    assert row["auc_mean"] == pytest.approx(np.mean(runs["auc"].to_numpy()))
+    assert row["auc_std"] == pytest.approx(np.std(runs["auc"].to_numpy(), ddof=1))
+    assert row["runs"] == 2
+    assert SWEEP not in result.summary["method"].to_list()
+    assert result.distortion["distortion"].to_list() == [0.5, 1.0, 2.0]  # b = 1 is ImPULSeS
+
+
+def test_summary_keeps_first_seen_order() -> None:
+    runs = pl.DataFrame(
+        {"method": ["b", "a", "b", "a"], "auc": [0.5, 0.7, 0.7, 0.9], "accuracy": [0.0] * 4, "f1": [0.0] * 4,
+         "ap": [0.0] * 4}
+    )  # fmt: skip
+    summary = _summary(runs, ["method"])
+    assert summary["method"].to_list() == ["b", "a"]
+    assert summary["auc_mean"].to_list() == pytest.approx([0.6, 0.8])
+
+
+def test_files_and_figures_are_written(run) -> None:
+    result, out, _ = run
+    for name in ("runs", "summary", "report", "plot_auc", "plot_tsne", "checkpoint"):
+        assert result.files[name].exists(), name
+    assert result.files["plot_auc"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "| ImPULSeS | True |" in report and "Prior misspecification" in report
+    assert pl.read_csv(out / "runs.csv").height == result.runs.height
+    with EmbeddingStore.open(out / "train.h5") as store:  # digits: one store for train and test rows
+        assert len(store) == 1797 and store.meta["encoder"] == "smallcnn"
+
+
+def test_rerun_reuses_the_pretrained_encoder_and_the_store(run) -> None:
+    result, out, _ = run
+    checkpoint = out / "encoder" / "last.pt"
+    store = out / "train.h5"
+    stamps = checkpoint.stat().st_mtime_ns, store.stat().st_mtime_ns
+    messages: list[str] = []
+    again = run_experiment(TINY, out, plots=False, progress=False, log=messages.append)
+    assert any("reusing it" in m for m in messages)
+    assert (checkpoint.stat().st_mtime_ns, store.stat().st_mtime_ns) == stamps
+    # same features, labels and seeds: the heads' results are identical
+    first = result.runs.filter(pl.col("pretrained")).sort(["method", "label_set", "distortion"])
+    second = again.runs.filter(pl.col("pretrained")).sort(["method", "label_set", "distortion"])
+    np.testing.assert_allclose(first["auc"].to_numpy(), second["auc"].to_numpy())
