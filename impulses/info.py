@@ -95,7 +95,8 @@ def class_balance(targets: np.ndarray, class_names: list[str] | None) -> dict[st
         if value < 0:
             key = "unknown"
         elif class_names and value < len(class_names):
-            key = f"{value} {class_names[value]}"
+            name = class_names[value]
+            key = name if name == str(value) else f"{value} {name}"
         else:
             key = str(value)
         balance[key] = count

@@ -59,7 +59,7 @@ def test_info_shows_metadata_rows_and_class_balance(tmp_path: Path, cli) -> None
 
     expected = np.bincount(load_digits().target[:48], minlength=10)
     assert info["rows"] == 48 and info["dim"] == 256 and info["encoder"] == "smallcnn"
-    assert info["class_balance"] == {f"{c} {c}": int(n) for c, n in enumerate(expected) if n}
+    assert info["class_balance"] == {str(c): int(n) for c, n in enumerate(expected) if n}
     assert cli("info", out).code == 0
 
 

@@ -18,6 +18,7 @@ def test_class_balance_counts_by_name_and_unknown() -> None:
     targets = np.array([1, 0, 1, -1, 2, 1])
     assert class_balance(targets, ["cat", "dog", "emu"]) == {"unknown": 1, "0 cat": 1, "1 dog": 3, "2 emu": 1}
     assert class_balance(targets, None) == {"unknown": 1, "0": 1, "1": 3, "2": 1}
+    assert class_balance(targets, ["0", "1", "2"]) == {"unknown": 1, "0": 1, "1": 3, "2": 1}  # no "1 1"
 
 
 def test_describe_finished_store(tmp_path: Path) -> None:
