@@ -827,7 +827,7 @@ def train_head(
     grid = grid_for(concrete) if "auto" not in base_priors else None  # bad priors fail before any loading
     store = EmbeddingStore.open(train)
     rows = label_file.rows_in(store)
-    X = store.read(rows)
+    X = store.read(rows, dtype=store.dtype)  # float16 stays float16: train_heads widens per batch, exactly
     columns = [label_file.s[:, j] for j in range(len(label_file.names))]
     if needs_y:
         columns.append(label_file.y)
@@ -850,7 +850,7 @@ def train_head(
                 f"--test {test} has dim {test_store.dim}, --train {train} has dim {store.dim}"
             )
         test_rows = test_file.rows_in(test_store)
-        X_test, y_test = test_store.read(test_rows), test_file.y
+        X_test, y_test = test_store.read(test_rows, dtype=test_store.dtype), test_file.y
         test_targets, test_classes = test_store.targets[test_rows], test_store.class_names
         eval_on = "test"
     elif label_file.y is not None:

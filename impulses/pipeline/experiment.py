@@ -230,8 +230,8 @@ def run_experiment(
         EmbeddingStore.open(train_store_path) as train_store,
         EmbeddingStore.open(test_store_path) as test_store,
     ):
-        X = train_store.read(train_store.rows_of(split.labels["id"].to_list()))
-        X_test = test_store.read(test_store.rows_of(test_labels["id"].to_list()))
+        X = train_store.read(train_store.rows_of(split.labels["id"].to_list()), dtype=train_store.dtype)
+        X_test = test_store.read(test_store.rows_of(test_labels["id"].to_list()), dtype=test_store.dtype)
         test_store_targets = test_store.targets[test_store.rows_of(test_labels["id"].to_list())]
     y_test = test_labels["y"].to_numpy().astype(np.int64)
     seconds["embed"] = time.perf_counter() - tick

@@ -7,10 +7,13 @@ batch order (to float rounding), because all heads see one shared batch order pe
 ``shuffle_seed``) and Adam runs per head.
 
 Speed matters (a sweep of dozens of heads should feel instant), so the hot loop avoids autograd:
-each batch is gathered once into a preallocated (B, D+1) buffer whose last column is 1, the
-logits are one matmul with θ, the loss gradient w.r.t. the logits is closed-form
-(:class:`impulses.pu.losses.FusedObjective`), the gradient of θ is one ``Xbᵀ @ G`` matmul, and Adam
-is PyTorch's fused kernel on θ. Everything that depends only on the labels (counts, validity,
+each batch is gathered once into a preallocated, cache-sized (B, D) float32 buffer, the logits
+are one ``addmm`` with the weights and biases, the loss gradient w.r.t. the logits is closed-form
+(:class:`impulses.pu.losses.FusedObjective`), the weight gradient is one ``Xbᵀ @ G`` matmul, and
+Adam is PyTorch's fused kernel on θ. Features from a float16 store stay float16 in memory and each
+gathered batch is widened to float32 in the buffer: the arithmetic is exactly that of float32
+features (every float16 is a float32), with half the memory and half the bytes read per epoch,
+which is what bounds the step on a CPU. Everything that depends only on the labels (counts, validity,
 loss coefficients, Adam step counts) is computed once per epoch, no batch-sized buffer is
 allocated, and nothing syncs with the device inside an epoch.
 
@@ -23,8 +26,10 @@ batch holds its share of labeled positives, which avoids such batches.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +179,30 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
     return losses
 
 
+FEATURE_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device) -> str:
+    """The dtype features are held in: ``auto`` → float16 for float16 input, else float32."""
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ImpulsesError(
+            f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}"
+        )
+    if feature_dtype == "bfloat16" and device.type != "cuda":
+        raise ImpulsesError("feature_dtype bfloat16 is for CUDA devices; use float16 or float32 on CPU")
+    if feature_dtype == "auto":
+        return "float16" if str(X.dtype) in ("float16", "torch.float16") else "float32"
+    return feature_dtype
+
+
 def _features(X: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """X (N, D) on ``device`` in ``dtype``, without a copy when it already is (float32 numpy on CPU)."""
     src = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
@@ -242,20 +271,23 @@ def train_heads(
     shuffle_seed: int = 0,
     stratified: bool = False,
     device: str | torch.device = "cpu",
-    feature_dtype: str = "float32",
+    feature_dtype: str = "auto",
     X_test: ArrayLike | None = None,
     y_test: ArrayLike | None = None,
     eval_every: int = 0,
     track_loss: bool = False,
     threads: int | None = None,
+    prefetch: bool | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> HeadsResult:
     """Train K linear heads on features ``X`` (N, D) and labels ``s`` (N,) or (N, C) in one pass per epoch.
 
     Defaults are the paper's (Adam lr 3e-4, batch 256, 100 epochs, reshuffled every epoch); Adam is
-    torch.optim.Adam's update, per head. ``X`` may be float16 or float32 (numpy or torch); it is held
-    as float32 on ``device`` (``feature_dtype="bfloat16"`` halves that memory on CUDA; the arithmetic
-    stays float32). ``shuffle=False`` keeps the row order (the reference code's loader). With
+    torch.optim.Adam's update, per head. ``X`` may be float16 or float32 (numpy or torch); the
+    arithmetic is float32. ``feature_dtype`` says how X is held on ``device``: ``"auto"`` keeps
+    float16 features as float16 (lossless, half the memory and bytes read) and holds anything else
+    as float32; ``"float32"``/``"float16"`` force one (float16 rounds float32 input);
+    ``"bfloat16"`` (CUDA only) rounds to bfloat16 to halve memory. ``shuffle=False`` keeps the row order (the reference code's loader). With
     ``X_test``/``y_test`` and ``eval_every=n``, every n-th epoch (and the last) records test
     AUC/F1/accuracy/objective per head in ``history``; ``track_loss`` records the mean training
     objective. ``on_epoch(done, total)`` is called after each epoch (progress bars).
@@ -264,6 +296,10 @@ def train_heads(
     steps are small (batch × D × K < 2²³ multiply-adds: up to ~16 heads on 2048-d features) uses one
     thread: its ops last microseconds, and waking a second thread costs more than it saves (on a
     loaded machine, milliseconds per op); larger sweeps keep torch's setting.
+
+    ``prefetch`` gathers batch j+1 on a second thread while batch j is computed (same rows, same
+    order, same weights). By default it is on for single-threaded CPU runs on a machine with at least
+    two cores, where the gather (memory latency) and the matmuls overlap.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
@@ -273,10 +309,7 @@ def train_heads(
         raise ImpulsesError(f"features must be 2-D (N, D), got shape {tuple(X.shape)}")
     if X.shape[0] == 0:
         raise ImpulsesError("no training rows")
-    if feature_dtype not in ("float32", "bfloat16"):
-        raise ImpulsesError(f"feature_dtype must be float32 or bfloat16, got {feature_dtype!r}")
-    if feature_dtype == "bfloat16" and device.type != "cuda":
-        raise ImpulsesError("feature_dtype bfloat16 is for CUDA devices; use float32 on CPU")
+    feature_dtype = resolve_feature_dtype(X, feature_dtype, device)
     heads = list(heads)
     lab, columns = _label_matrix(s, heads, X.shape[0])
     losses = _check_heads(heads, lab, columns)
@@ -298,7 +331,7 @@ def train_heads(
         betas=betas,
         eps=eps,
         device=device,
-        x_dtype=torch.bfloat16 if feature_dtype == "bfloat16" else torch.float32,
+        x_dtype=getattr(torch, feature_dtype),
     )
     gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
     strata = trainer.strata() if stratified else None
@@ -311,6 +344,10 @@ def train_heads(
         threads = 1
     if device.type == "cpu" and threads is not None:
         torch.set_num_threads(max(1, int(threads)))
+    if prefetch is None:
+        prefetch = device.type == "cpu" and torch.get_num_threads() == 1 and available_cpus() >= 2
+    if prefetch:
+        trainer._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="impulses-prefetch")
     try:
         test_x = _features(test[0], device, trainer.x_dtype) if test is not None else None
         for epoch in range(epochs):
@@ -329,6 +366,8 @@ def train_heads(
             if on_epoch is not None:
                 on_epoch(epoch + 1, epochs)
     finally:
+        if trainer._prefetch_pool is not None:
+            trainer._prefetch_pool.shutdown(wait=True, cancel_futures=True)
         if flush:
             torch.set_flush_denormal(False)
         if torch.get_num_threads() != threads_before:
@@ -355,6 +394,7 @@ def train_heads(
             "stratified": stratified,
             "device": str(device),
             "feature_dtype": feature_dtype,
+            "prefetch": bool(prefetch),
             "columns": columns,
             "threads": torch.get_num_threads() if threads is None else threads,
         },
@@ -364,9 +404,11 @@ def train_heads(
 class _Trainer:
     """The state of one training run: features, labels, parameters, Adam moments and step buffers.
 
-    Parameters live in one (D+1)×K matrix ``theta`` (rows 0..D-1 the weights, row D the biases);
-    a batch is gathered into a (B, D+1) buffer whose last column is 1, so the forward pass and the
-    gradient (weights and biases) are one matmul each. Adam's moments have theta's shape; a head's
+    Parameters live in one K×(D+1) matrix ``theta`` (row k is head k: D weights, then its bias;
+    with heads as rows, MKL's skinny products stay fast for every K — the D×K layout is ~10× slower
+    for 2–8 heads);
+    a batch is gathered (and widened to float32 when X is held narrower) into one (B, D) buffer
+    small enough to stay in cache, which the forward and the backward matmul then read. Adam's moments have theta's shape; a head's
     step counter advances only on batches where it learned something (every batch for logistic
     heads; batches with both P and U for PU heads). While all heads share one step count, Adam is
     PyTorch's fused kernel on the whole matrix; otherwise a per-head masked update.
@@ -397,11 +439,11 @@ class _Trainer:
         self.is_pu = torch.tensor([get_loss(h.loss).kind == "pu" for h in losses], device=device)
         self.lr, self.betas, self.eps = lr, betas, eps
 
-        theta = torch.empty((self.d + 1, self.k), dtype=dt)
+        theta = torch.empty((self.k, self.d + 1), dtype=dt)
         for j, seed in enumerate(seeds):
             w, b = linear_init(self.d, seed)
-            theta[: self.d, j] = w
-            theta[self.d, j] = b[0]
+            theta[j, : self.d] = w
+            theta[j, self.d] = b[0]
         self.theta = theta.to(device)
         self.exp_avg = torch.zeros_like(self.theta)
         self.exp_avg_sq = torch.zeros_like(self.theta)
@@ -409,16 +451,22 @@ class _Trainer:
         self.g2 = torch.empty_like(self.theta)
         self.denom = torch.empty_like(self.theta)
         self.upd = torch.empty_like(self.theta)
-        self.eps_row = torch.full((1, self.k), eps, dtype=dt, device=device)
+        self.eps_col = torch.full((self.k, 1), eps, dtype=dt, device=device)
         self.steps = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.batches_per_epoch = 0
         self.b_max = batch_size + 1
-        self.xb = torch.ones((self.b_max, self.d + 1), dtype=dt, device=device)  # column D stays 1
-        self.xlow = torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) if x_dtype != dt else None
+        # two batch slots: with prefetching, a second thread fills one while the other is computed on
+        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(2)]
+        self.xlow = (
+            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(2)]
+            if x_dtype != dt
+            else None
+        )
         self.bufs = [torch.empty((self.b_max, self.k), dtype=dt, device=device) for _ in range(3)]
         self._views: dict[int, tuple] = {}
         self.use_fused_adam = USE_FUSED_ADAM and hasattr(torch, "_fused_adam_")
+        self._prefetch_pool: ThreadPoolExecutor | None = None  # set by train_heads when prefetching
 
     def strata(self) -> np.ndarray:
         """Rows labeled positive for any PU head (for any head when there is no PU head)."""
@@ -430,10 +478,36 @@ class _Trainer:
         if size not in self._views:
             if size > self.b_max:
                 raise RuntimeError(f"batch of {size} rows exceeds the buffers ({self.b_max})")
-            xb = self.xb[:size]
-            xlow = self.xlow[:size] if self.xlow is not None else None
-            self._views[size] = (xb, xb[:, : self.d], xb.t(), xlow, *(buf[:size] for buf in self.bufs))
+            self._views[size] = tuple(buf[:size] for buf in self.bufs)
         return self._views[size]
+
+    def _loader(self, order: torch.Tensor, sizes: list[int], in_order: bool) -> Callable[[int], torch.Tensor]:
+        """``load(j)``: batch j's rows as a float32 (B, D) tensor, in batch slot j % 2.
+
+        A float32 slice of X in row order is used in place; otherwise the rows are gathered
+        (``index_select``) into the slot, through a narrow slot when X is held as float16/bfloat16
+        (half the bytes read from memory, widened in cache).
+        """
+        X, index_select = self.X, torch.index_select
+        slices = torch.split(X, sizes) if in_order else None
+        starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        wide = self.xlow is None
+
+        def load(j: int) -> torch.Tensor:
+            size, slot = sizes[j], j % 2
+            if slices is not None and wide:
+                return slices[j]
+            xb = self.xb[slot][:size]
+            if slices is not None:
+                return xb.copy_(slices[j])
+            idx = order[starts[j] : starts[j + 1]]
+            if wide:
+                return index_select(X, 0, idx, out=xb)
+            xlow = self.xlow[slot][:size]
+            index_select(X, 0, idx, out=xlow)
+            return xb.copy_(xlow)
+
+        return load
 
     def epoch(
         self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False, in_order: bool = False
@@ -441,7 +515,7 @@ class _Trainer:
         """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked.
 
         ``in_order`` says that ``order`` is 0..N-1 (no shuffling): batches are then slices of X, used
-        in place instead of gathered.
+        in place (float32) or widened into the buffer instead of gathered.
         """
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
@@ -475,38 +549,33 @@ class _Trainer:
         plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
         splits = {key: torch.split(v, sizes) for key, v in plan.items()}
         coefs = [{key: v[j] for key, v in splits.items()} for j in range(nb)]
-        slices = torch.split(self.X, sizes) if in_order and self.xlow is None else [None] * nb
         steps = [
-            (self._views_for(size), idx, rows, coef, uni, count)
-            for size, idx, rows, coef, uni, count in zip(
-                sizes, torch.split(order, sizes), slices, coefs, uniform, step_counts, strict=True
-            )
+            (self._views_for(size), coef, uni, count)
+            for size, coef, uni, count in zip(sizes, coefs, uniform, step_counts, strict=True)
         ]
+        load = self._loader(order, sizes, in_order)
+        pool = self._prefetch_pool if not (in_order and self.xlow is None) else None
+        pending = pool.submit(load, 0) if pool is not None else None
         loss_sum = torch.zeros((1, k), dtype=torch.float64, device=dev) if track_loss else None
 
-        X, theta, grad, fused = self.X, self.theta, self.grad, self.fused
+        theta, grad, fused = self.theta, self.grad, self.fused
         exp_avg, exp_avg_sq = self.exp_avg, self.exp_avg_sq
-        index_select, mm, fused_adam = torch.index_select, torch.mm, getattr(torch, "_fused_adam_", None)
+        mm, addmm = torch.mm, torch.addmm
+        fused_adam = getattr(torch, "_fused_adam_", None)
         lr, eps, (beta1, beta2) = self.lr, self.eps, self.betas
-        W, bias, grad_W, grad_b = theta[: self.d], theta[self.d], grad[: self.d], grad[self.d]
-        for j, ((xb, xb_x, xbt, xlow, z, p, g), idx, rows, coef, uni, count) in enumerate(steps):
-            if rows is not None:  # a slice of X, used in place
-                torch.addmm(bias, rows, W, out=z)
-            else:  # gathered into the (B, D+1) buffer whose last column is 1
-                if xlow is None:
-                    index_select(X, 0, idx, out=xb_x)
-                else:
-                    index_select(X, 0, idx, out=xlow)
-                    xb_x.copy_(xlow)
-                mm(xb, theta, out=z)
+        W, bias, grad_W, grad_b = theta[:, : self.d].t(), theta[:, self.d], grad[:, : self.d], grad[:, self.d]
+        for j, ((z, p, g), coef, uni, count) in enumerate(steps):
+            if pending is not None:  # batch j was loaded on the prefetch thread; start on j + 1
+                xb = pending.result()
+                pending = pool.submit(load, j + 1) if j + 1 < nb else None
+            else:
+                xb = load(j)
+            addmm(bias, xb, W, out=z)
             if loss_sum is not None:
                 loss_sum += fused.objective(z, coef)
             fused.grad(z, coef, p=p, out=g)
-            if rows is not None:
-                mm(rows.t(), g, out=grad_W)
-                torch.sum(g, 0, out=grad_b)
-            else:
-                mm(xbt, g, out=grad)
+            mm(g.t(), xb, out=grad_W)
+            torch.sum(g, 0, out=grad_b)
             if uni:  # torch.optim.Adam's update, fused, for all heads at the same step
                 fused_adam(
                     [theta], [grad], [exp_avg], [exp_avg_sq], [], [count],
@@ -519,12 +588,12 @@ class _Trainer:
         return (loss_sum[0] / vf.sum(0).clamp(min=1)).cpu().numpy()
 
     def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per-batch (1, K) rows of the masked Adam update: moment weights, step sizes, bias corrections."""
+        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias corrections."""
         beta1, beta2 = self.betas
         step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
         inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
         values = ((1 - beta1) * vf, (1 - beta2) * vf, step_size, inv_bc2_sqrt)
-        return [list(x.to(self.dt).unsqueeze(1).unbind(0)) for x in values]
+        return [list(x.to(self.dt).unsqueeze(2).unbind(0)) for x in values]
 
     def _adam_masked(self, rows: list[list[torch.Tensor]], j: int) -> None:
         """torch.optim.Adam's update per head; weight = step = 0 leaves a skipped head untouched."""
@@ -533,7 +602,7 @@ class _Trainer:
         torch.mul(self.grad, self.grad, out=self.g2)
         self.exp_avg_sq.lerp_(self.g2, w2)
         torch.sqrt(self.exp_avg_sq, out=self.denom)
-        torch.addcmul(self.eps_row, self.denom, inv_bc2_sqrt, out=self.denom)
+        torch.addcmul(self.eps_col, self.denom, inv_bc2_sqrt, out=self.denom)
         torch.mul(self.exp_avg, step, out=self.upd)
         self.theta.addcdiv_(self.upd, self.denom, value=-1.0)
 
@@ -541,7 +610,7 @@ class _Trainer:
         """Test AUC, F1, accuracy (decision at logit 0) and objective (true labels as s) of every head."""
         from impulses.pu.metrics import fast_auc
 
-        z = torch.addmm(self.theta[self.d], X_test.to(self.dt), self.theta[: self.d])
+        z = torch.addmm(self.theta[:, self.d], X_test.to(self.dt), self.theta[:, : self.d].t())
         yt = torch.as_tensor(y, dtype=self.dt, device=z.device).unsqueeze(1).expand_as(z)
         n_p = yt.sum(0, keepdim=True)
         n_u = yt.shape[0] - n_p
@@ -564,7 +633,7 @@ class _Trainer:
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         theta = self.theta.float().cpu()
-        return theta[: self.d].numpy().copy(), theta[self.d].numpy().copy()
+        return theta[:, : self.d].t().numpy().copy(), theta[:, self.d].numpy().copy()
 
 
 # ---------------------------------------------------------------------------------------------

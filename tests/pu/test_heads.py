@@ -220,12 +220,46 @@ def test_history_records_test_metrics_per_epoch() -> None:
     assert np.all(np.isfinite(last["train_loss"])) and np.all(np.isfinite(last["test_loss"]))
 
 
-def test_float16_features_train_like_their_float32_values() -> None:
+@pytest.mark.parametrize(
+    "order", [{}, {"shuffle": False}, {"stratified": True}], ids=["shuffled", "in-order", "stratified"]
+)
+def test_float16_features_train_exactly_like_their_float32_values(order: dict) -> None:
+    """Float16 features stay float16 in memory and are widened per batch: the same arithmetic."""
     X, s, _ = pu_data()
     X16 = X.astype(np.float16)
-    a = train_heads(X16, s, [HeadSpec("imbnnpu", 0.2)], epochs=2)
-    b = train_heads(X16.astype(np.float32), s, [HeadSpec("imbnnpu", 0.2)], epochs=2)
+    heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("nnpu", 0.25, seed=3), HeadSpec("bce", seed=1)]
+    a = train_heads(X16, s, heads, epochs=2, batch_size=64, **order)
+    b = train_heads(X16.astype(np.float32), s, heads, epochs=2, batch_size=64, **order)
+    assert (a.config["feature_dtype"], b.config["feature_dtype"]) == ("float16", "float32")
     np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.b, b.b)
+    # forcing float16 on float32 input rounds the features once, then trains on those values
+    c = train_heads(X, s, heads, epochs=2, batch_size=64, feature_dtype="float16", **order)
+    np.testing.assert_array_equal(c.W, a.W)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize(
+    "order", [{}, {"shuffle": False}, {"stratified": True}], ids=["shuffled", "in-order", "stratified"]
+)
+def test_prefetching_batches_on_a_second_thread_changes_nothing(dtype, order: dict) -> None:
+    X, s, _ = pu_data(n=700)
+    heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("wbce", seed=2)]
+    runs = [
+        train_heads(X.astype(dtype), s, heads, epochs=3, batch_size=64, prefetch=on, **order)
+        for on in (True, False)
+    ]
+    assert [r.config["prefetch"] for r in runs] == [True, False]
+    np.testing.assert_array_equal(runs[0].W, runs[1].W)
+    np.testing.assert_array_equal(runs[0].b, runs[1].b)
+
+
+def test_feature_dtype_is_checked() -> None:
+    X, s, _ = pu_data(n=50)
+    with pytest.raises(ImpulsesError, match="feature_dtype must be one of"):
+        train_heads(X, s, [HeadSpec("bce")], epochs=1, feature_dtype="int8")
+    with pytest.raises(ImpulsesError, match="bfloat16 is for CUDA"):
+        train_heads(X, s, [HeadSpec("bce")], epochs=1, feature_dtype="bfloat16")
 
 
 @pytest.mark.parametrize(
