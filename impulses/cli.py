@@ -7,6 +7,7 @@ commands so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -1065,3 +1066,20 @@ def demo(
         typer.echo(result.runs.write_json())
         return
     print_experiment(result, config)
+
+
+def _unwrap(doc: str) -> str:
+    """A docstring with each prose paragraph on one line, so the terminal, not the source, wraps it.
+
+    Rich markup mode keeps single line breaks; paragraphs with indented lines (examples) stay as written.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split("\n"))
+        for p in paragraphs
+    )
+
+
+for _command in app.registered_commands:
+    if _command.help is None and _command.callback is not None and _command.callback.__doc__:
+        _command.help = _unwrap(_command.callback.__doc__)
