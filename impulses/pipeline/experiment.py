@@ -18,6 +18,7 @@ experiment resumes where it stopped and never pretrains twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -249,6 +250,7 @@ def run_experiment(
     tick = time.perf_counter()
     e2e_rows = _end_to_end(
         config,
+        out / "end_to_end.json",
         source,
         pu_rows,
         test_source,
@@ -445,8 +447,35 @@ def _train_heads(
     return rows, pl.DataFrame(history_rows)
 
 
+def _e2e_key(config: ExperimentConfig, label_matrix: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """Everything an end-to-end baseline depends on (settings, split, labels), for its cache."""
+    names = ("data", "test_data", "data_root", "test_fraction", "encoder", "e2e_epochs", "e2e_batch_size",
+             "e2e_lr", "seed")  # fmt: skip
+    digest = hashlib.sha256(np.ascontiguousarray(label_matrix, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(y_test, dtype=np.int64).tobytes())
+    return {**{name: getattr(config, name) for name in names}, "labels_sha256": digest.hexdigest()}
+
+
+def _load_e2e_cache(path: Path, key: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Finished baseline rows by (method, label set), when ``path`` holds runs made with ``key``."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
+        return {}
+    return {(row["method"], row["label_set"]): row for row in saved.get("rows", [])}
+
+
+def _atomic_write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def _end_to_end(
     config: ExperimentConfig,
+    cache_path: Path,
     source: Any,
     pu_rows: np.ndarray,
     test_source: Any,
@@ -459,24 +488,36 @@ def _end_to_end(
     progress: bool,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """imbnnPU and PN trained end to end on raw images from random initialisation, per label set."""
+    """imbnnPU and PN trained end to end on raw images from random initialisation, per label set.
+
+    These runs take most of an experiment's time, so each finished run is saved to ``cache_path``
+    (with a key of everything it depends on) and a rerun with the same key reuses it: changing the
+    heads' settings, or resuming an interrupted experiment, never retrains a finished baseline.
+    """
     from impulses.encoders import load_encoder
     from impulses.encoders.augment import test_transform
     from impulses.pipeline.end_to_end import EndToEndConfig, images_to_tensor, run_end_to_end
     from impulses.pu.metrics import evaluate_heads
     from impulses.runtime import make_progress
 
-    transform = test_transform(dict(load_encoder(str(ckpt)).transform))
-    train_images = images_to_tensor(source, pu_rows, transform)
-    test_images = images_to_tensor(test_source, test_rows, transform)
     n_sets = label_matrix.shape[1] - 1
     runs = [("imbnnPU", "imbnnpu", k, k) for k in range(n_sets)] + [
         ("PN (upper bound)", "pn", k, n_sets) for k in range(n_sets)
     ]
+    key = _e2e_key(config, label_matrix, y_test)
+    cached = _load_e2e_cache(cache_path, key)
+    if any((method, k) not in cached for method, _, k, _ in runs):  # images are only needed to train
+        transform = test_transform(dict(load_encoder(str(ckpt)).transform))
+        train_images = images_to_tensor(source, pu_rows, transform)
+        test_images = images_to_tensor(test_source, test_rows, transform)
     rows = []
     with make_progress(disable=not progress) as bar:
         task = bar.add_task("end-to-end baselines", total=len(runs) * config.e2e_epochs)
         for method, loss, k, column in runs:
+            if (method, k) in cached:
+                rows.append(cached[(method, k)])
+                bar.advance(task, config.e2e_epochs)
+                continue
             e2e = EndToEndConfig(
                 encoder=config.encoder,
                 loss=loss,
@@ -507,6 +548,9 @@ def _end_to_end(
                     "seconds": record["seconds"],
                 }
             )
+            _atomic_write_json(cache_path, {"key": key, "rows": rows})
+    if cached:
+        log(f"end-to-end baselines: reused {len(cached)} finished runs from {cache_path}")
     log(
         f"end-to-end baselines: {len(runs)} runs x {config.e2e_epochs} epochs, {sum(r['seconds'] for r in rows):.1f} s"
     )
@@ -573,12 +617,27 @@ def write_report(result: ExperimentResult, config: ExperimentConfig) -> Path:
         "",
         "## Time (s)",
         "",
-        ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()),
+        "This invocation: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()),
+        *_stage_totals(result),
         "",
     ]
     path = result.out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _stage_totals(result: ExperimentResult) -> list[str]:
+    """Whole-stage compute times that a resumed invocation does not see: pretraining (every epoch, from
+    the checkpoint's history) and the end-to-end baselines (their runs' own training times)."""
+    lines = []
+    history = result.out_dir / "encoder" / "history.csv"
+    if history.exists():
+        epochs = pl.read_csv(history).filter(pl.col("epoch") > 0)
+        lines.append(f"pretraining, all {len(epochs)} epochs: {epochs['seconds'].sum():.1f}")
+    e2e = result.runs.filter(~pl.col("pretrained"))
+    if len(e2e):
+        lines.append(f"end-to-end baselines, all {len(e2e)} runs: {e2e['seconds'].sum():.1f}")
+    return ["", "Across invocations: " + "; ".join(lines)] if lines else []
 
 
 DEMO = ExperimentConfig(
@@ -620,9 +679,16 @@ FASHION_MNIST = ExperimentConfig(
     pretrain_epochs=12,
     pretrain_batch_size=256,
     pretrain_lr=1e-3,
-    head_epochs=100,
+    head_epochs=1000,
+    head_lr=1e-3,
     e2e_epochs=8,
     workers=1,
 )
 """The paper's protocol on Fashion-MNIST: tops (0, 2, 4, 6) positive, 3,600 P vs 36,000 N, c = 0.2
-(720 labeled + 38,880 unlabeled, π = 0.0741), the full test set; an encoder sized for 2 CPU cores."""
+(720 labeled + 38,880 unlabeled, π = 0.0741), the full test set; an encoder sized for 2 CPU cores.
+
+The heads are trained until their training objective levels off (1,000 epochs of batch 256 at lr
+1e-3, ~155,000 Adam steps, a few minutes for all 33 heads): with the paper's defaults (100 epochs at
+lr 3e-4) the imbnnPU objective on these 256-d embeddings is 0.057 and still falling, against 0.042
+at lr 1e-3 × 100, 0.032 × 300 and 0.023 × 1,000 epochs; test AUC follows it (0.980, 0.986, 0.988,
+0.990). The choice was made on the training objective, not on the test set."""

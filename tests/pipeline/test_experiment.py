@@ -114,3 +114,28 @@ def test_rerun_reuses_the_pretrained_encoder_and_the_store(run) -> None:
     first = result.runs.filter(pl.col("pretrained")).sort(["method", "label_set", "distortion"])
     second = again.runs.filter(pl.col("pretrained")).sort(["method", "label_set", "distortion"])
     np.testing.assert_allclose(first["auc"].to_numpy(), second["auc"].to_numpy())
+
+
+def test_end_to_end_baselines_are_reused_only_with_the_same_key(run) -> None:
+    result, out, _ = run
+    cache = out / "end_to_end.json"
+    saved = json.loads(cache.read_text())
+    assert len(saved["rows"]) == 2 * TINY.n_label_sets  # imbnnPU and PN per label set
+    # other head settings: the baselines do not depend on them and are reused as they were
+    messages: list[str] = []
+    again = run_experiment(
+        replace(TINY, head_epochs=4), out, plots=False, progress=False, log=messages.append
+    )
+    assert any("reused 4 finished runs" in m for m in messages)
+    first = result.runs.filter(~pl.col("pretrained")).sort(["method", "label_set"])
+    second = again.runs.filter(~pl.col("pretrained")).sort(["method", "label_set"])
+    assert first.select(["method", "label_set", "auc", "f1", "seconds"]).equals(
+        second.select(["method", "label_set", "auc", "f1", "seconds"])
+    )
+    # a cache made with other baseline settings (or labels) is not used
+    saved["key"]["e2e_lr"] = 1.0
+    cache.write_text(json.dumps(saved))
+    messages.clear()
+    run_experiment(TINY, out, plots=False, progress=False, log=messages.append)
+    assert not any("reused" in m and "finished runs" in m for m in messages)
+    assert json.loads(cache.read_text())["key"]["e2e_lr"] == TINY.e2e_lr
