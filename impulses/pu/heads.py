@@ -287,7 +287,8 @@ def train_heads(
     arithmetic is float32. ``feature_dtype`` says how X is held on ``device``: ``"auto"`` keeps
     float16 features as float16 (lossless, half the memory and bytes read) and holds anything else
     as float32; ``"float32"``/``"float16"`` force one (float16 rounds float32 input);
-    ``"bfloat16"`` (CUDA only) rounds to bfloat16 to halve memory. ``shuffle=False`` keeps the row order (the reference code's loader). With
+    ``"bfloat16"`` (CUDA only) rounds to bfloat16 to halve memory. ``shuffle=False`` keeps the row
+    order (the reference code's loader). With
     ``X_test``/``y_test`` and ``eval_every=n``, every n-th epoch (and the last) records test
     AUC/F1/accuracy/objective per head in ``history``; ``track_loss`` records the mean training
     objective. ``on_epoch(done, total)`` is called after each epoch (progress bars).
