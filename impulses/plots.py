@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError
 
 DISTORTIONS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # the paper's Fig. 3
@@ -52,17 +52,9 @@ def _save_png(figure: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ImpulsesError(f"{path}: plots are written as PNG, use a .png file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError
 
 FORMAT = "impulses.pretrain"
@@ -41,18 +41,10 @@ def checkpoint_path(spec: str | os.PathLike[str]) -> Path:
 
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
     """Write ``checkpoint`` to ``path`` via a temporary file and ``os.replace``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_checkpoint(

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from impulses.atomic import atomic_path
 from impulses.encoders.augment import PRESETS, SimCLRViews, get_preset, test_transform, test_transform_config
 from impulses.encoders.checkpoint import (
     CHECKPOINT_NAME,
@@ -292,13 +293,11 @@ def _knn(
 
 def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """The loss / kNN curve as CSV (rewritten atomically every epoch)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_FIELDS})
-    os.replace(tmp, path)
 
 
 def pretrain(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, LabelSetError
 
 LABEL_SET_SUFFIXES = (".parquet", ".csv")
@@ -415,17 +415,9 @@ def write_label_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path
     suffix = path.suffix.lower()
     if suffix not in LABEL_SET_SUFFIXES:
         raise LabelSetError(f"{path}: a label set must end in .parquet or .csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".parquet":
             frame.write_parquet(tmp)
         else:
             frame.write_csv(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
