@@ -13,9 +13,10 @@ are one ``addmm`` with the weights and biases, the loss gradient w.r.t. the logi
 Adam is PyTorch's fused kernel on θ. Features from a float16 store stay float16 in memory and each
 gathered batch is widened to float32 in the buffer: the arithmetic is exactly that of float32
 features (every float16 is a float32), with half the memory and half the bytes read per epoch,
-which is what bounds the step on a CPU. Everything that depends only on the labels (counts, validity,
-loss coefficients, Adam step counts) is computed once per epoch, no batch-sized buffer is
-allocated, and nothing syncs with the device inside an epoch.
+which is what bounds the step on a CPU; on a multi-core CPU the next batch is gathered on a second
+thread meanwhile. Everything that depends only on the labels (counts, validity, loss coefficients,
+Adam step counts) is computed once per epoch, no batch-sized buffer is allocated, and nothing syncs
+with the device inside an epoch.
 
 **Batches without a labeled positive (or without an unlabeled row)** carry no PU information: a PU
 head's objective there is 0, it takes no Adam step (its step counter does not advance) and the batch
@@ -50,8 +51,9 @@ class HeadSpec:
     """One head: its loss and hyperparameters, the seed of its initialisation and its label column.
 
     ``column`` picks the column of a 2-D label matrix (default: column k for head k when the matrix
-    has one column per head, else column 0). ``pos_weight`` (wbce, pn) defaults to |U|/|P| (or |N|/|P|) of the head's
-    label column over the whole training set. ``name`` is a free label carried into results.
+    has one column per head, else column 0). ``pos_weight`` (wbce, pn) defaults to |U|/|P| (pn:
+    |N|/|P|) of the head's label column over the whole training set. ``name`` is a free label carried
+    into results.
     """
 
     loss: str = "imbnnpu"
@@ -288,9 +290,8 @@ def train_heads(
     float16 features as float16 (lossless, half the memory and bytes read) and holds anything else
     as float32; ``"float32"``/``"float16"`` force one (float16 rounds float32 input);
     ``"bfloat16"`` (CUDA only) rounds to bfloat16 to halve memory. ``shuffle=False`` keeps the row
-    order (the reference code's loader). With
-    ``X_test``/``y_test`` and ``eval_every=n``, every n-th epoch (and the last) records test
-    AUC/F1/accuracy/objective per head in ``history``; ``track_loss`` records the mean training
+    order (the reference code's loader). With ``X_test``/``y_test`` and ``eval_every=n``, every
+    n-th epoch (and the last) records test AUC/F1/accuracy/objective per head in ``history``; ``track_loss`` records the mean training
     objective. ``on_epoch(done, total)`` is called after each epoch (progress bars).
 
     ``threads`` sets torch's CPU threads for the run (restored afterwards). By default a run whose
@@ -407,12 +408,12 @@ class _Trainer:
 
     Parameters live in one K×(D+1) matrix ``theta`` (row k is head k: D weights, then its bias;
     with heads as rows, MKL's skinny products stay fast for every K — the D×K layout is ~10× slower
-    for 2–8 heads);
-    a batch is gathered (and widened to float32 when X is held narrower) into one (B, D) buffer
-    small enough to stay in cache, which the forward and the backward matmul then read. Adam's moments have theta's shape; a head's
-    step counter advances only on batches where it learned something (every batch for logistic
-    heads; batches with both P and U for PU heads). While all heads share one step count, Adam is
-    PyTorch's fused kernel on the whole matrix; otherwise a per-head masked update.
+    for 2–8 heads). A batch is gathered (and widened to float32 when X is held narrower) into one
+    (B, D) buffer small enough to stay in cache, which the forward and the backward matmul then
+    read. Adam's moments have theta's shape; a head's step counter advances only on batches where
+    it learned something (every batch for logistic heads; batches with both P and U for PU heads).
+    While all heads share one step count, Adam is PyTorch's fused kernel on the whole matrix;
+    otherwise a per-head masked update.
     """
 
     def __init__(
