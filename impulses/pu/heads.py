@@ -291,8 +291,9 @@ def train_heads(
     as float32; ``"float32"``/``"float16"`` force one (float16 rounds float32 input);
     ``"bfloat16"`` (CUDA only) rounds to bfloat16 to halve memory. ``shuffle=False`` keeps the row
     order (the reference code's loader). With ``X_test``/``y_test`` and ``eval_every=n``, every
-    n-th epoch (and the last) records test AUC/F1/accuracy/objective per head in ``history``; ``track_loss`` records the mean training
-    objective. ``on_epoch(done, total)`` is called after each epoch (progress bars).
+    n-th epoch (and the last) records test AUC/F1/accuracy/objective per head in ``history``;
+    ``track_loss`` records the mean training objective. ``on_epoch(done, total)`` is called after
+    each epoch (progress bars).
 
     ``threads`` sets torch's CPU threads for the run (restored afterwards). By default a run whose
     steps are small (batch × D × K < 2²³ multiply-adds: up to ~16 heads on 2048-d features) uses one
@@ -590,7 +591,8 @@ class _Trainer:
         return (loss_sum[0] / vf.sum(0).clamp(min=1)).cpu().numpy()
 
     def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias corrections."""
+        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias
+        corrections."""
         beta1, beta2 = self.betas
         step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
         inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
