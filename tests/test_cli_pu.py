@@ -159,6 +159,22 @@ def test_info_on_a_label_set(cli, task: DigitsTask) -> None:
     assert summary["s"]["label_frequency"] == pytest.approx(0.2, abs=0.01)
 
 
+def test_fused_and_torch_kernels_train_the_same_heads(cli, task: DigitsTask, tmp_path: Path) -> None:
+    """``--kernel`` picks the CPU step; both train the same heads (to float32 rounding) and say which."""
+    payloads = {}
+    for kernel in ("fused", "torch"):
+        out = tmp_path / kernel
+        result = cli(
+            *common(task, out), "--prior", task.prior, "--loss", "imbnnpu", "--loss", "nnpu", "--seeds", "2",
+            "--epochs", "20", "--kernel", kernel,
+        )  # fmt: skip
+        assert result.code == 0, result.stderr
+        payloads[kernel] = torch.load(out / "heads.pt", weights_only=True)
+        assert payloads[kernel]["training"]["kernel"] == kernel
+    np.testing.assert_allclose(payloads["fused"]["W"].numpy(), payloads["torch"]["W"].numpy(), atol=1e-4)
+    np.testing.assert_allclose(payloads["fused"]["b"].numpy(), payloads["torch"]["b"].numpy(), atol=1e-4)
+
+
 def bad_inputs(task: DigitsTask, tmp: Path) -> dict[str, tuple[list[object], str]]:
     """name -> (arguments, expected piece of the one-line error)."""
     root = task.root
@@ -185,6 +201,8 @@ def bad_inputs(task: DigitsTask, tmp: Path) -> dict[str, tuple[list[object], str
                           "--out", tmp / "o"], "no 'y' column"),
         "unknown loss": (["train-head", "--train", task.train, "--labels", task.labels, "--loss", "hinge",
                           "--out", tmp / "o"], "unknown loss 'hinge'"),
+        "unknown kernel": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0.1",
+                            "--kernel", "gpu", "--out", tmp / "o"], "kernel must be one of auto, fused, torch"),
         "test without labels": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0.1",
                                  "--test", task.test, "--out", tmp / "o"], "--test and --test-labels go together"),
         "dimension mismatch": (["predict", "--heads", heads_dir / "heads.pt", "--store", other_dim,

@@ -7,16 +7,19 @@ batch order (to float rounding), because all heads see one shared batch order pe
 ``shuffle_seed``) and Adam runs per head.
 
 Speed matters (a sweep of dozens of heads should feel instant), so the hot loop avoids autograd:
-each batch is gathered once into a preallocated, cache-sized (B, D) float32 buffer, the logits
-are one ``addmm`` with the weights and biases, the loss gradient w.r.t. the logits is closed-form
-(:class:`impulses.pu.losses.FusedObjective`), the weight gradient is one ``Xbᵀ @ G`` matmul, and
-Adam is PyTorch's fused kernel on θ. Features from a float16 store stay float16 in memory and each
-gathered batch is widened to float32 in the buffer: the arithmetic is exactly that of float32
-features (every float16 is a float32), with half the memory and half the bytes read per epoch,
-which is what bounds the step on a CPU; on a multi-core CPU the next batch is gathered on a second
-thread meanwhile. Everything that depends only on the labels (counts, validity, loss coefficients,
-Adam step counts) is computed once per epoch, no batch-sized buffer is allocated, and nothing syncs
-with the device inside an epoch.
+the loss gradient w.r.t. the logits is closed-form (:class:`impulses.pu.losses.FusedObjective`)
+and everything that depends only on the labels (counts, validity, loss coefficients, Adam step
+counts) is computed once per epoch. A CPU step is then one of two kernels. The **fused** kernel
+(:mod:`impulses.pu.kernels`, numba; default for up to ``FUSED_MAX_HEADS`` heads) runs a whole
+epoch in compiled code on all cores: it reads each shuffled row where it lies in X, widens float16
+in registers, and does the logits, the gradient and Adam without a gathered copy or a Python
+step; its weights do not depend on the thread count or on the other heads, bit for bit. The
+**torch** kernel (many heads, CUDA) gathers each batch once into a preallocated, cache-sized
+(B, D) float32 buffer, then one ``addmm``, one ``Xbᵀ @ G`` matmul and PyTorch's fused Adam on θ;
+on a multi-core CPU the next batch is gathered on a second thread meanwhile. Features from a
+float16 store stay float16 in memory in both: every float16 is a float32, so the arithmetic is
+exactly that of float32 features, with half the memory and half the bytes read per epoch, which
+is what bounds a step on a CPU.
 
 **Batches without a labeled positive (or without an unlabeled row)** carry no PU information: a PU
 head's objective there is 0, it takes no Adam step (its step counter does not advance) and the batch
@@ -43,6 +46,10 @@ from impulses.pu.losses import FusedObjective, HeadLoss, check_prior, get_loss
 
 ArrayLike = np.ndarray | torch.Tensor
 SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats several
+# up to this many heads the fused kernel beats gather + MKL (2-core CPU, 33,000 x 2048 float16
+# features: 2.0x as fast with 1 head, 1.8x with 8, 1.3x with 12, 0.9x with 16, 0.6x with 64)
+FUSED_MAX_HEADS = 12
+KERNELS = ("auto", "fused", "torch")
 USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
 
 
@@ -205,6 +212,22 @@ def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device
     return feature_dtype
 
 
+def resolve_kernel(kernel: str, device: torch.device, n_heads: int) -> str:
+    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+    if kernel not in KERNELS:
+        raise ImpulsesError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    from impulses.pu.kernels import AVAILABLE
+
+    if kernel == "fused" and device.type != "cpu":
+        raise ImpulsesError("the fused kernel runs on the CPU; use kernel='torch' on CUDA")
+    if kernel == "fused" and not AVAILABLE:
+        raise ImpulsesError("the fused kernel needs numba (pip install numba)")
+    if kernel == "auto":
+        fits = device.type == "cpu" and AVAILABLE and n_heads <= FUSED_MAX_HEADS
+        return "fused" if fits else "torch"
+    return kernel
+
+
 def _features(X: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """X (N, D) on ``device`` in ``dtype``, without a copy when it already is (float32 numpy on CPU)."""
     src = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
@@ -280,6 +303,7 @@ def train_heads(
     track_loss: bool = False,
     threads: int | None = None,
     prefetch: bool | None = None,
+    kernel: str = "auto",
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> HeadsResult:
     """Train K linear heads on features ``X`` (N, D) and labels ``s`` (N,) or (N, C) in one pass per epoch.
@@ -295,14 +319,24 @@ def train_heads(
     ``track_loss`` records the mean training objective. ``on_epoch(done, total)`` is called after
     each epoch (progress bars).
 
-    ``threads`` sets torch's CPU threads for the run (restored afterwards). By default a run whose
-    steps are small (batch × D × K < 2²³ multiply-adds: up to ~16 heads on 2048-d features) uses one
-    thread: its ops last microseconds, and waking a second thread costs more than it saves (on a
-    loaded machine, milliseconds per op); larger sweeps keep torch's setting.
+    ``kernel`` picks how a CPU step reads its batch. ``"fused"``: numba kernels read the shuffled rows
+    where they lie and multiply them with every head's weights on the way (no gathered copy, float16
+    widened in registers), on ``threads`` cores (default: all this process may use); the weights are
+    the same bit for bit whatever the thread count, and head k's do not depend on the other heads
+    (:mod:`impulses.pu.kernels`). ``"torch"``: the rows are gathered into a buffer that MKL's
+    matmuls read; best for many heads. ``"auto"`` (default): fused for up to
+    ``FUSED_MAX_HEADS`` heads on a CPU, torch otherwise (and on CUDA). The two round differently
+    (float32 rounding; tested to agree).
 
-    ``prefetch`` gathers batch j+1 on a second thread while batch j is computed (same rows, same
-    order, same weights). By default it is on for single-threaded CPU runs on a machine with at least
-    two cores, where the gather (memory latency) and the matmuls overlap.
+    ``threads`` sets the CPU threads for the run (restored afterwards): the fused kernels' threads,
+    and torch's for the torch kernel. By default the torch kernel uses one thread when its steps are
+    small (batch × D × K < 2²³ multiply-adds: up to ~16 heads on 2048-d features): its ops last
+    microseconds, and waking a second thread costs more than it saves (on a loaded machine,
+    milliseconds per op); larger sweeps keep torch's setting.
+
+    ``prefetch`` (torch kernel) gathers batch j+1 on a second thread while batch j is computed (same
+    rows, same order, same weights). By default it is on for single-threaded CPU runs on a machine
+    with at least two cores, where the gather (memory latency) and the matmuls overlap.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
@@ -314,6 +348,7 @@ def train_heads(
         raise ImpulsesError("no training rows")
     feature_dtype = resolve_feature_dtype(X, feature_dtype, device)
     heads = list(heads)
+    kernel = resolve_kernel(kernel, device, len(heads))
     lab, columns = _label_matrix(s, heads, X.shape[0])
     losses = _check_heads(heads, lab, columns)
     test = None
@@ -335,6 +370,7 @@ def train_heads(
         eps=eps,
         device=device,
         x_dtype=getattr(torch, feature_dtype),
+        fused=kernel == "fused",
     )
     gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
     strata = trainer.strata() if stratified else None
@@ -343,10 +379,18 @@ def train_heads(
     # arithmetic ~30x slower; flushing them to zero changes nothing measurable (|x| < 1.2e-38).
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     threads_before = torch.get_num_threads()
-    if threads is None and batch_size * (X.shape[1] + 1) * len(heads) < SMALL_STEP_MACS:
-        threads = 1
-    if device.type == "cpu" and threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
+    kernel_threads = None
+    if kernel == "fused":
+        from impulses.pu import kernels
+
+        kernel_threads = kernels.set_threads(threads if threads is not None else available_cpus())
+        torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
+        prefetch = False
+    else:
+        if threads is None and batch_size * (X.shape[1] + 1) * len(heads) < SMALL_STEP_MACS:
+            threads = 1
+        if device.type == "cpu" and threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
     if prefetch is None:
         prefetch = device.type == "cpu" and torch.get_num_threads() == 1 and available_cpus() >= 2
     if prefetch:
@@ -398,10 +442,17 @@ def train_heads(
             "device": str(device),
             "feature_dtype": feature_dtype,
             "prefetch": bool(prefetch),
+            "kernel": kernel,
             "columns": columns,
-            "threads": torch.get_num_threads() if threads is None else threads,
+            "threads": kernel_threads or (torch.get_num_threads() if threads is None else threads),
         },
     )
+
+
+def batch_coefficients(plan: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
+    """A plan's (N, K) coefficient matrices cut into the epoch's batches: one dict per batch."""
+    splits = {key: torch.split(v, sizes) for key, v in plan.items()}
+    return [{key: v[j] for key, v in splits.items()} for j in range(len(sizes))]
 
 
 class _Trainer:
@@ -409,12 +460,14 @@ class _Trainer:
 
     Parameters live in one K×(D+1) matrix ``theta`` (row k is head k: D weights, then its bias;
     with heads as rows, MKL's skinny products stay fast for every K — the D×K layout is ~10× slower
-    for 2–8 heads). A batch is gathered (and widened to float32 when X is held narrower) into one
-    (B, D) buffer small enough to stay in cache, which the forward and the backward matmul then
-    read. Adam's moments have theta's shape; a head's step counter advances only on batches where
-    it learned something (every batch for logistic heads; batches with both P and U for PU heads).
-    While all heads share one step count, Adam is PyTorch's fused kernel on the whole matrix;
-    otherwise a per-head masked update.
+    for 2–8 heads — and each head's row is contiguous for the fused kernel). Adam's moments have
+    theta's shape; a head's step counter advances only on batches where it learned something (every
+    batch for logistic heads; batches with both P and U for PU heads). With the fused kernel an
+    epoch is one call of :func:`impulses.pu.kernels.train_epoch`. With the torch kernel a batch is
+    gathered (and widened to float32 when X is held narrower) into one (B, D) buffer small enough
+    to stay in cache, which the forward and the backward matmul then read; while all heads share
+    one step count, Adam is PyTorch's fused kernel on the whole matrix, otherwise a per-head masked
+    update.
     """
 
     def __init__(
@@ -430,6 +483,7 @@ class _Trainer:
         eps: float,
         device: torch.device,
         x_dtype: torch.dtype,
+        fused: bool = False,
     ) -> None:
         dt = torch.float32
         self.device, self.x_dtype, self.dt = device, x_dtype, dt
@@ -459,10 +513,17 @@ class _Trainer:
         self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.batches_per_epoch = 0
         self.b_max = batch_size + 1
+        # the fused kernels read X in place (float16 as its bits); the torch kernel gathers into slots
+        self.X_kernel = None
+        if fused:
+            from impulses.pu.kernels import kernel_view  # imports numba: only when it is used
+
+            self.X_kernel = kernel_view(self.X.numpy())
         # two batch slots: with prefetching, a second thread fills one while the other is computed on
-        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(2)]
+        slots = 0 if fused else 2
+        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(slots)]
         self.xlow = (
-            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(2)]
+            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(slots)]
             if x_dtype != dt
             else None
         )
@@ -517,8 +578,8 @@ class _Trainer:
     ) -> np.ndarray | None:
         """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked.
 
-        ``in_order`` says that ``order`` is 0..N-1 (no shuffling): batches are then slices of X, used
-        in place (float32) or widened into the buffer instead of gathered.
+        ``in_order`` says that ``order`` is 0..N-1 (no shuffling): the torch kernel then uses float32
+        batches as slices of X in place (or widens them) instead of gathering them.
         """
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
@@ -534,10 +595,6 @@ class _Trainer:
         self.steps = t[-1].clone()
         self.skipped += (1 - vf).sum(0)
         self.batches_per_epoch = nb
-        # batches where every head steps with the same count use the fused kernel (one op)
-        uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
-        adam_rows = self._adam_rows(valid, vf, t) if not all(uniform) else None
-        step_counts = list(t[:, 0].to(self.dt).unbind(0)) if any(uniform) else [None] * nb
 
         # the loss coefficients of every row, from its batch's 1/n_P, 1/n_U and 1/B
         batch_of_row = torch.repeat_interleave(torch.arange(nb, device=dev), sizes_t)
@@ -550,8 +607,72 @@ class _Trainer:
         )
         inv_p, inv_u, inv_b = inv.to(self.dt).index_select(1, batch_of_row).unbind(0)
         plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
-        splits = {key: torch.split(v, sizes) for key, v in plan.items()}
-        coefs = [{key: v[j] for key, v in splits.items()} for j in range(nb)]
+        if self.X_kernel is not None:
+            z = self._epoch_fused(order, sizes, plan, valid, t)
+            if not track_loss:
+                return None
+            zs = torch.split(torch.from_numpy(z).t(), sizes)
+            coefs = batch_coefficients(plan, sizes)
+            objectives = [self.fused.objective(zs[j], coefs[j]) for j in range(nb)]
+            loss_sum = torch.cat(objectives).double().mul(vf).sum(0)
+            return (loss_sum / vf.sum(0).clamp(min=1)).cpu().numpy()
+        return self._epoch_torch(order, sizes, plan, valid, vf, t, track_loss=track_loss, in_order=in_order)
+
+    def _epoch_fused(
+        self, order: torch.Tensor, sizes: list[int], plan: dict, valid: torch.Tensor, t: torch.Tensor
+    ) -> np.ndarray:
+        """The epoch as one call of the fused kernel (:func:`impulses.pu.kernels.train_epoch`); the logits (K, N)."""
+        from impulses.pu.kernels import train_epoch
+
+        beta1, beta2 = self.betas
+        zeros = None
+        coefficients = {}
+        for key in ("r", "normal", "corrected", "u", "neg_v"):  # heads-major (K, N): contiguous per head
+            if key in plan:
+                coefficients[key] = np.ascontiguousarray(plan[key].t().numpy())
+            else:
+                zeros = zeros if zeros is not None else np.zeros((self.k, len(order)), dtype=np.float32)
+                coefficients[key] = zeros
+        z = np.zeros((self.k, len(order)), dtype=np.float32)  # batches no head learns from stay 0
+        train_epoch(
+            self.X_kernel,
+            order.numpy(),
+            sizes,
+            self.theta.numpy(),
+            self.exp_avg.numpy(),
+            self.exp_avg_sq.numpy(),
+            coefficients,
+            is_pu=self.is_pu.numpy(),
+            neg_beta=self.fused.neg_beta[0].numpy(),
+            valid=valid.numpy(),
+            step_size=(self.lr / (1 - beta1**t)).float().numpy(),
+            bc2_sqrt=(1 - beta2**t).clamp(min=1e-300).sqrt().float().numpy(),
+            betas=self.betas,
+            eps=self.eps,
+            z=z,
+        )
+        return z
+
+    def _epoch_torch(
+        self,
+        order: torch.Tensor,
+        sizes: list[int],
+        plan: dict,
+        valid: torch.Tensor,
+        vf: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        track_loss: bool,
+        in_order: bool,
+    ) -> np.ndarray | None:
+        """The epoch as PyTorch ops per step: gather the batch into a buffer, addmm, closed-form
+        gradient, mm, Adam (fused kernel where all heads share a step count)."""
+        dev, k, nb = self.device, self.k, len(sizes)
+        # batches where every head steps with the same count use the fused kernel (one op)
+        uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
+        adam_rows = self._adam_rows(valid, vf, t) if not all(uniform) else None
+        step_counts = list(t[:, 0].to(self.dt).unbind(0)) if any(uniform) else [None] * nb
+        coefs = batch_coefficients(plan, sizes)
         steps = [
             (self._views_for(size), coef, uni, count)
             for size, coef, uni, count in zip(sizes, coefs, uniform, step_counts, strict=True)

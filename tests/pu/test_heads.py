@@ -20,6 +20,8 @@ from impulses.pu.heads import (
 )
 from impulses.pu.losses import LOSSES
 
+KERNELS = pytest.mark.parametrize("kernel", ["fused", "torch"])
+
 
 def pu_data(
     n: int = 600, d: int = 12, seed: int = 0, c: float = 0.3
@@ -105,14 +107,18 @@ def test_linear_init_is_torch_default_linear_init() -> None:
     ids=lambda h: h.loss,
 )
 @pytest.mark.parametrize("fused_adam", [True, False], ids=["fused-adam", "masked-adam"])
-def test_one_head_equals_autograd_adam_reference(head: HeadSpec, fused_adam: bool, monkeypatch) -> None:
+@KERNELS
+def test_one_head_equals_autograd_adam_reference(
+    head: HeadSpec, fused_adam: bool, kernel: str, monkeypatch
+) -> None:
     monkeypatch.setattr(heads_module, "USE_FUSED_ADAM", fused_adam)
     X, s, _ = pu_data()
     stats: dict = {}
     w_ref, b_ref, _ = reference_train(X, s, head, epochs=6, batch_size=64, lr=3e-3, stats=stats)
     if head.loss == "nnpu":
         assert 0 < stats["corrected"] < 60  # both branches were taken
-    result = train_heads(X, s, [head], epochs=6, batch_size=64, lr=3e-3, shuffle=False)
+    result = train_heads(X, s, [head], epochs=6, batch_size=64, lr=3e-3, shuffle=False, kernel=kernel)
+    assert result.config["kernel"] == kernel
     np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
     assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
     assert result.steps[0] == 6 * 10
@@ -121,10 +127,11 @@ def test_one_head_equals_autograd_adam_reference(head: HeadSpec, fused_adam: boo
 @pytest.mark.parametrize(
     "head", [HeadSpec("imbnnpu", 0.15, seed=3), HeadSpec("wbce", seed=1)], ids=lambda h: h.loss
 )
-def test_shuffled_head_equals_reference_with_the_same_permutations(head: HeadSpec) -> None:
+@KERNELS
+def test_shuffled_head_equals_reference_with_the_same_permutations(head: HeadSpec, kernel: str) -> None:
     X, s, _ = pu_data()
     w_ref, b_ref, _ = reference_train(X, s, head, epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5)
-    result = train_heads(X, s, [head], epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5)
+    result = train_heads(X, s, [head], epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5, kernel=kernel)
     np.testing.assert_allclose(result.W[:, 0], w_ref, atol=2e-6)
     assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
 
@@ -142,7 +149,10 @@ def test_skipped_batches_match_a_reference_that_skips_the_step() -> None:
     assert result.b[0] == pytest.approx(b_ref, abs=2e-6)
 
 
-def test_k_heads_together_equal_each_head_trained_alone() -> None:
+@KERNELS
+def test_k_heads_together_equal_each_head_trained_alone(kernel: str, monkeypatch) -> None:
+    # heads whose step counts differ take the masked Adam update; make the lone runs take it too
+    monkeypatch.setattr(heads_module, "USE_FUSED_ADAM", False)
     X, s, y = pu_data(n=500)
     rng = np.random.default_rng(5)
     s2 = ((y == 1) & (rng.random(len(y)) < 0.1)).astype(np.int64)  # a sparser second label set
@@ -156,13 +166,17 @@ def test_k_heads_together_equal_each_head_trained_alone() -> None:
         HeadSpec("wbce", seed=5, column=1),
         HeadSpec("pn", seed=6, column=2),
     ]
-    kw = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "shuffle_seed": 11}
+    kw = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "shuffle_seed": 11, "kernel": kernel}
     together = train_heads(X, labels, heads, **kw)
     assert together.skipped_batches[1] > 0  # the sparse label set leaves batches without P
     for k, head in enumerate(heads):
         alone = train_heads(X, labels, [head], **kw)
-        np.testing.assert_allclose(alone.W[:, 0], together.W[:, k], atol=1e-5, err_msg=head.loss)
-        assert alone.b[0] == pytest.approx(together.b[k], abs=1e-5)
+        if kernel == "fused":  # each (row, head) dot product is computed alone: bit for bit
+            np.testing.assert_array_equal(alone.W[:, 0], together.W[:, k], err_msg=head.loss)
+            assert alone.b[0] == together.b[k]
+        else:  # MKL's blocking depends on K: equal to float32 rounding
+            np.testing.assert_allclose(alone.W[:, 0], together.W[:, k], atol=1e-5, err_msg=head.loss)
+            assert alone.b[0] == pytest.approx(together.b[k], abs=1e-5)
         assert alone.skipped_batches[0] == together.skipped_batches[k]
     # different shuffle seeds give different weights (the order really is shuffled)
     other = train_heads(X, labels, heads[:1], **{**kw, "shuffle_seed": 12})
@@ -223,11 +237,13 @@ def test_history_records_test_metrics_per_epoch() -> None:
 @pytest.mark.parametrize(
     "order", [{}, {"shuffle": False}, {"stratified": True}], ids=["shuffled", "in-order", "stratified"]
 )
-def test_float16_features_train_exactly_like_their_float32_values(order: dict) -> None:
+@KERNELS
+def test_float16_features_train_exactly_like_their_float32_values(order: dict, kernel: str) -> None:
     """Float16 features stay float16 in memory and are widened per batch: the same arithmetic."""
-    X, s, _ = pu_data()
+    X, s, _ = pu_data(d=300)  # wide enough for vectorised loops and a partial column block
     X16 = X.astype(np.float16)
     heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("nnpu", 0.25, seed=3), HeadSpec("bce", seed=1)]
+    order = {**order, "kernel": kernel}
     a = train_heads(X16, s, heads, epochs=2, batch_size=64, **order)
     b = train_heads(X16.astype(np.float32), s, heads, epochs=2, batch_size=64, **order)
     assert (a.config["feature_dtype"], b.config["feature_dtype"]) == ("float16", "float32")
@@ -246,12 +262,50 @@ def test_prefetching_batches_on_a_second_thread_changes_nothing(dtype, order: di
     X, s, _ = pu_data(n=700)
     heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("wbce", seed=2)]
     runs = [
-        train_heads(X.astype(dtype), s, heads, epochs=3, batch_size=64, prefetch=on, **order)
+        train_heads(X.astype(dtype), s, heads, epochs=3, batch_size=64, prefetch=on, kernel="torch", **order)
         for on in (True, False)
     ]
     assert [r.config["prefetch"] for r in runs] == [True, False]
     np.testing.assert_array_equal(runs[0].W, runs[1].W)
     np.testing.assert_array_equal(runs[0].b, runs[1].b)
+
+
+@pytest.mark.parametrize(
+    "order", [{}, {"shuffle": False}, {"stratified": True}], ids=["shuffled", "in-order", "stratified"]
+)
+def test_fused_kernel_weights_do_not_depend_on_the_thread_count(order: dict) -> None:
+    X, s, _ = pu_data(n=700, d=300)
+    heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("nnpu", 0.3, seed=1), HeadSpec("wbce", seed=2)]
+    runs = [
+        train_heads(X.astype(np.float16), s, heads, epochs=3, batch_size=64, threads=n, **order)
+        for n in (1, 2, 3)
+    ]
+    assert [r.config["threads"] for r in runs] == [1, 2, 3] or heads_module.available_cpus() < 3
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run.W, runs[0].W)
+        np.testing.assert_array_equal(run.b, runs[0].b)
+
+
+def test_fused_and_torch_kernels_agree_to_float_rounding() -> None:
+    X, s, _ = pu_data(n=900, d=520)
+    heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("nnpu", 0.9, seed=1), HeadSpec("bce", seed=2)]
+    kw = {"epochs": 5, "batch_size": 100, "lr": 1e-2, "stratified": True}
+    fused = train_heads(X.astype(np.float16), s, heads, kernel="fused", **kw)
+    torch_kernel = train_heads(X.astype(np.float16), s, heads, kernel="torch", **kw)
+    assert (fused.config["kernel"], torch_kernel.config["kernel"]) == ("fused", "torch")
+    assert not np.array_equal(fused.W, torch_kernel.W)  # two different summation orders ...
+    np.testing.assert_allclose(fused.W, torch_kernel.W, atol=2e-5)  # ... the same training
+    np.testing.assert_allclose(fused.b, torch_kernel.b, atol=2e-5)
+
+
+def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
+    X, s, _ = pu_data(n=100)
+    few = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(heads_module.FUSED_MAX_HEADS)]
+    assert train_heads(X, s, few, epochs=1).config["kernel"] == "fused"
+    many = [*few, HeadSpec("bce")]
+    assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
+    with pytest.raises(ImpulsesError, match="kernel must be one of"):
+        train_heads(X, s, few, epochs=1, kernel="cuda")
 
 
 def test_feature_dtype_is_checked() -> None:

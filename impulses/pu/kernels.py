@@ -1,0 +1,208 @@
+"""The fused CPU kernel of the head trainer: a whole epoch of K linear heads in compiled code (numba).
+
+A shuffled batch is B rows scattered over a feature matrix far larger than the caches. Made of
+PyTorch ops, a step must copy those rows into a buffer (and widen float16 to float32 in a second
+pass) before its matmuls read the buffer again, and each step pays a dozen Python-level op calls;
+on a CPU both are most of the step. This kernel runs an epoch's steps without returning to
+Python: the logits read each scattered row where it lies, widen it in registers (F16C) and
+multiply it with every head's weights; the loss gradient w.r.t. the logits uses the coefficients
+:meth:`impulses.pu.losses.FusedObjective.plan` computed for the epoch; the weight gradient
+re-reads the batch's rows (by then in cache) one block of columns at a time, and Adam updates that
+block at once. The logits and the column blocks are spread over threads.
+
+**Arithmetic that does not depend on the machine's cores or on the other heads.** Each (row, head)
+logit is one thread's whole dot product, computed by the same compiled loop; each gradient element
+is summed over the batch's rows in batch order; R_n (which decides a head's nnPU branch) is summed
+in row order without fastmath. So a run's weights are the same bit for bit with 1 or 16 threads,
+head k's weights do not depend on which heads train beside it, and float16 features give exactly
+the float32 features' numbers (every float16 is a float32, widened before the same loop). The dot
+products are vectorised (``reassoc``) and σ and Adam are numba's, so the kernel rounds differently
+from the torch kernel's matmuls, by float32 rounding (tested against it and against autograd).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+try:
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.core.extending import intrinsic, overload
+except ImportError:  # pragma: no cover - numba is a declared dependency; the trainer falls back
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
+COLUMN_BLOCK = 256  # columns of the gradient one thread accumulates at a time (1 KiB per head)
+FASTMATH = {"reassoc", "contract"}  # vectorised dot products and FMAs; NaN/inf still propagate
+
+# numba's default threading layer without TBB or OpenMP (workqueue) aborts the process when two
+# Python threads launch parallel kernels at once; one lock makes concurrent trainers take turns.
+_LAUNCH = threading.Lock()
+
+if AVAILABLE:
+
+    @intrinsic
+    def _half_to_float(typingctx, bits):
+        """The float32 value of an IEEE half given as its 16 bits (vcvtph2ps where the CPU has F16C)."""
+        sig = types.float32(types.uint16)
+
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+        return sig, codegen
+
+    def _widen(value):  # pragma: no cover - replaced by the overload below inside compiled code
+        raise NotImplementedError
+
+    @overload(_widen, inline="always")
+    def _widen_impl(value):
+        """float16 features arrive as their uint16 bits; float32 ones as they are."""
+        if value == types.uint16:
+            return lambda value: _half_to_float(value)
+        return lambda value: value
+
+    @njit(nogil=True, fastmath=FASTMATH, boundscheck=False, inline="always")
+    def _column_block_gradient(X, rows, g_k, lo, hi, acc):  # pragma: no cover - compiled
+        """acc = Σ_i g_k[i]·X[rows[i], lo:hi] in row order; returns Σ_i g_k[i] (the bias gradient)."""
+        acc[:] = 0.0
+        bias = np.float32(0.0)
+        for i in range(rows.shape[0]):
+            x = X[rows[i], lo:hi]  # 1-D views: this loop vectorises (2-D indexing did not)
+            gi = g_k[i]
+            for d in range(hi - lo):
+                acc[d] += gi * _widen(x[d])
+            bias += gi  # in row order too: this loop is not the vectorised one
+        return bias
+
+    @njit(nogil=True, fastmath=FASTMATH, boundscheck=False, inline="always")
+    def _adam(param, exp_avg, exp_avg_sq, grad, step_size, bc2_sqrt, beta1, beta2, eps):  # pragma: no cover
+        """torch.optim.Adam's update of one slice (lerp first moment, then param −= step·m/(√v/√bc2 + ε))."""
+        one = np.float32(1.0)  # float32 throughout (an int literal would promote to float64)
+        for d in range(param.shape[0]):
+            gd = grad[d]
+            exp_avg[d] += (one - beta1) * (gd - exp_avg[d])
+            exp_avg_sq[d] = exp_avg_sq[d] * beta2 + (one - beta2) * gd * gd
+            param[d] -= step_size * exp_avg[d] / (np.sqrt(exp_avg_sq[d]) / bc2_sqrt + eps)
+
+    @njit(nogil=True, boundscheck=False)
+    def _logit_gradient(z, r, normal, corrected, u, neg_v, is_pu, neg_beta, g):  # pragma: no cover
+        """dObjective/dlogits of one head on one batch (FusedObjective.grad), strictly in row order.
+
+        No fastmath here: R_n's sum is not reordered, so the branch a head takes cannot depend on
+        how the compiler vectorised it.
+        """
+        one = np.float32(1.0)
+        if is_pu:
+            r_n = np.float32(0.0)
+            for i in range(z.shape[0]):
+                r_n += one / (one + np.exp(-z[i])) * r[i]
+            coef = corrected if r_n < neg_beta else normal
+            for i in range(z.shape[0]):
+                p = one / (one + np.exp(-z[i]))
+                g[i] = coef[i] * (one - p) * p
+        else:
+            for i in range(z.shape[0]):
+                g[i] = neg_v[i] + one / (one + np.exp(-z[i])) * u[i]
+
+    @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
+    def _epoch(X, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v, is_pu,
+               neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, scratch):  # fmt: skip  # pragma: no cover
+        dim, heads = X.shape[1], theta.shape[0]
+        bias_grad = np.empty((heads, 1), dtype=np.float32)
+        for j in range(starts.shape[0] - 1):
+            b0, b1 = starts[j], starts[j + 1]
+            if not valid[j].any():  # no head learns from this batch
+                continue
+            batch = rows[b0:b1]
+            for i in prange(b1 - b0):  # logits: one (row, head) dot product per thread at a time
+                x = X[batch[i]]
+                for k in range(heads):
+                    w = theta[k]
+                    dot = np.float32(0.0)
+                    for d in range(dim):
+                        dot += _widen(x[d]) * w[d]
+                    z[k, b0 + i] = dot + w[dim]
+            for k in range(heads):
+                if valid[j, k]:
+                    _logit_gradient(
+                        z[k, b0:b1], r[k, b0:b1], normal[k, b0:b1], corrected[k, b0:b1], u[k, b0:b1],
+                        neg_v[k, b0:b1], is_pu[k], neg_beta[k], g[k, : b1 - b0],
+                    )  # fmt: skip
+            for blk in prange(scratch.shape[0]):  # gradient and Adam, one column block per thread
+                lo = blk * COLUMN_BLOCK
+                hi = min(dim, lo + COLUMN_BLOCK)
+                acc = scratch[blk, : hi - lo]
+                for k in range(heads):
+                    if not valid[j, k]:
+                        continue
+                    bias = _column_block_gradient(X, batch, g[k, : b1 - b0], lo, hi, acc)
+                    a, c = step_size[j, k], bc2_sqrt[j, k]
+                    _adam(
+                        theta[k, lo:hi], exp_avg[k, lo:hi], exp_avg_sq[k, lo:hi], acc, a, c, beta1, beta2, eps
+                    )
+                    if blk == 0:
+                        bias_grad[k, 0] = bias
+                        _adam(theta[k, dim:], exp_avg[k, dim:], exp_avg_sq[k, dim:], bias_grad[k], a, c,
+                              beta1, beta2, eps)  # fmt: skip
+
+
+def kernel_view(X: np.ndarray) -> np.ndarray:
+    """The array the kernels read for features X: float16 as its uint16 bits, float32 as is."""
+    if X.dtype == np.float16:
+        return X.view(np.uint16)
+    if X.dtype != np.float32:
+        raise TypeError(f"the fused kernels read float16 or float32 features, not {X.dtype}")
+    return X
+
+
+def train_epoch(
+    X: np.ndarray,
+    rows: np.ndarray,
+    sizes: list[int],
+    theta: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    coefficients: dict[str, np.ndarray],
+    is_pu: np.ndarray,
+    neg_beta: np.ndarray,
+    valid: np.ndarray,
+    step_size: np.ndarray,
+    bc2_sqrt: np.ndarray,
+    betas: tuple[float, float],
+    eps: float,
+    z: np.ndarray,
+) -> None:
+    """One epoch of Adam steps for K linear heads, each batch read from X where its rows lie.
+
+    ``X`` is a :func:`kernel_view` (N, D); the epoch's batches are ``rows`` (int64, epoch order) cut
+    into ``sizes``. ``theta``, ``exp_avg``, ``exp_avg_sq`` (K, D+1) float32 are updated in place.
+    ``coefficients`` holds FusedObjective.plan's ``r``, ``normal``, ``corrected``, ``u``, ``neg_v``
+    as (K, N) float32 in epoch order (zeros where a head's kind does not use one); ``is_pu`` (K,)
+    bool, ``neg_beta`` (K,) the correction threshold −β. Per batch j and head k: ``valid`` says
+    whether the head steps, ``step_size`` = lr/(1 − β₁ᵗ) and ``bc2_sqrt`` = √(1 − β₂ᵗ) at its step
+    count t. ``z`` (K, N) float32 receives every row's logits as computed at its step.
+    """
+    heads, dim = theta.shape[0], X.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    g = np.empty((heads, max(sizes)), dtype=np.float32)
+    scratch = np.empty(((dim + COLUMN_BLOCK - 1) // COLUMN_BLOCK, COLUMN_BLOCK), dtype=np.float32)
+    c = coefficients
+    f32 = np.float32
+    with _LAUNCH:
+        _epoch(
+            X, rows, starts, theta, exp_avg, exp_avg_sq, c["r"], c["normal"], c["corrected"], c["u"],
+            c["neg_v"], is_pu, neg_beta, valid, step_size, bc2_sqrt, f32(betas[0]), f32(betas[1]),
+            f32(eps), z, g, scratch,
+        )  # fmt: skip
+
+
+def set_threads(n: int) -> int:
+    """Threads the kernels use from this Python thread (at most numba's pool); returns the number set."""
+    import numba
+
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
