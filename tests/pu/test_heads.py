@@ -286,16 +286,53 @@ def test_fused_kernel_weights_do_not_depend_on_the_thread_count(order: dict) -> 
         np.testing.assert_array_equal(run.b, runs[0].b)
 
 
+def test_fused_trainers_in_two_python_threads_give_their_sequential_weights() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, s, _ = pu_data(n=600, d=200)
+    jobs = [([HeadSpec("imbnnpu", 0.2, seed=k)], {"shuffle_seed": k, "threads": 2}) for k in range(4)]
+    alone = [train_heads(X, s, heads, epochs=3, batch_size=64, **kw) for heads, kw in jobs]
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(train_heads, X, s, h, epochs=3, batch_size=64, **kw) for h, kw in jobs]
+        together = [f.result() for f in futures]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.W, b.W)
+        np.testing.assert_array_equal(a.b, b.b)
+
+
 def test_fused_and_torch_kernels_agree_to_float_rounding() -> None:
     X, s, _ = pu_data(n=900, d=520)
     heads = [HeadSpec("imbnnpu", 0.2), HeadSpec("nnpu", 0.9, seed=1), HeadSpec("bce", seed=2)]
-    kw = {"epochs": 5, "batch_size": 100, "lr": 1e-2, "stratified": True}
+    kw = {"epochs": 5, "batch_size": 100, "lr": 1e-2, "stratified": True, "track_loss": True}
     fused = train_heads(X.astype(np.float16), s, heads, kernel="fused", **kw)
     torch_kernel = train_heads(X.astype(np.float16), s, heads, kernel="torch", **kw)
     assert (fused.config["kernel"], torch_kernel.config["kernel"]) == ("fused", "torch")
     assert not np.array_equal(fused.W, torch_kernel.W)  # two different summation orders ...
     np.testing.assert_allclose(fused.W, torch_kernel.W, atol=2e-5)  # ... the same training
     np.testing.assert_allclose(fused.b, torch_kernel.b, atol=2e-5)
+    for a, b in zip(fused.history, torch_kernel.history, strict=True):  # the objective at every step
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+    assert fused.history[-1]["train_loss"][0] < fused.history[0]["train_loss"][0]
+
+
+def test_fused_kernel_steps_only_heads_with_p_and_u_in_the_batch() -> None:
+    """A batch without a labeled positive for one label set: that head skips it, the others step."""
+    X, s, _ = pu_data(n=400, d=40)
+    sparse = np.zeros_like(s)
+    sparse[[5, 70, 150, 290, 295]] = 1  # no labeled positive in 4 of the 8 in-order batches of 50
+    labels = np.stack([sparse, s], axis=1)
+    heads = [HeadSpec("imbnnpu", 0.2, column=0), HeadSpec("nnpu", 0.2, seed=1, column=1)]
+    kw = {"epochs": 3, "batch_size": 50, "lr": 1e-2, "shuffle": False}
+    fused = train_heads(X, labels, heads, kernel="fused", **kw)
+    torch_kernel = train_heads(X, labels, heads, kernel="torch", **kw)
+    assert fused.skipped_batches.tolist() == torch_kernel.skipped_batches.tolist()
+    assert fused.skipped_batches[0] == 12 and fused.skipped_batches[1] < 12
+    assert fused.steps.tolist() == (24 - fused.skipped_batches).tolist()
+    w_ref, b_ref, skipped = reference_train(X, sparse, heads[0], epochs=3, batch_size=50, lr=1e-2)
+    assert skipped == 12
+    np.testing.assert_allclose(fused.W[:, 0], w_ref, atol=2e-6)
+    assert fused.b[0] == pytest.approx(b_ref, abs=2e-6)
+    np.testing.assert_allclose(fused.W, torch_kernel.W, atol=2e-5)
 
 
 def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
