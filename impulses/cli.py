@@ -755,7 +755,8 @@ def train_head(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="CPU threads. Fused kernel: default all cores (the weights do not depend on it). "
+            help="CPU threads. Fused kernel: default all cores, at most one per 256 feature columns "
+            "(the weights do not depend on it). "
             "Torch kernel: default 1 for small sweeps, torch's setting for large ones; on a machine "
             "shared with other jobs, 1 is often much faster."
         ),

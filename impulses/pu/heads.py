@@ -321,7 +321,8 @@ def train_heads(
 
     ``kernel`` picks how a CPU step reads its batch. ``"fused"``: numba kernels read the shuffled rows
     where they lie and multiply them with every head's weights on the way (no gathered copy, float16
-    widened in registers), on ``threads`` cores (default: all this process may use); the weights are
+    widened in registers), on ``threads`` cores (default: the cores this process may use, at most
+    one per 256 feature columns); the weights are
     the same bit for bit whatever the thread count, and head k's do not depend on the other heads
     (:mod:`impulses.pu.kernels`). ``"torch"``: the rows are gathered into a buffer that MKL's
     matmuls read; best for many heads. ``"auto"`` (default): fused for up to
@@ -383,7 +384,10 @@ def train_heads(
     if kernel == "fused":
         from impulses.pu import kernels
 
-        kernel_threads = kernels.set_threads(threads if threads is not None else available_cpus())
+        # by default one thread per column block of the gradient (8 for 2048-d features), at most
+        # the cores this process may use: more would idle through the backward half of each step
+        default = min(available_cpus(), kernels.column_blocks(X.shape[1]))
+        kernel_threads = kernels.set_threads(threads if threads is not None else default)
         torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
         prefetch = False
     else:

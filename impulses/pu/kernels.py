@@ -188,7 +188,7 @@ def train_epoch(
     heads, dim = theta.shape[0], X.shape[1]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     g = np.empty((heads, max(sizes)), dtype=np.float32)
-    scratch = np.empty(((dim + COLUMN_BLOCK - 1) // COLUMN_BLOCK, COLUMN_BLOCK), dtype=np.float32)
+    scratch = np.empty((column_blocks(dim), COLUMN_BLOCK), dtype=np.float32)
     c = coefficients
     f32 = np.float32
     with _LAUNCH:
@@ -197,6 +197,11 @@ def train_epoch(
             c["neg_v"], is_pu, neg_beta, valid, step_size, bc2_sqrt, f32(betas[0]), f32(betas[1]),
             f32(eps), z, g, scratch,
         )  # fmt: skip
+
+
+def column_blocks(dim: int) -> int:
+    """How many column blocks (units of work of the gradient half of a step) D features make."""
+    return max(1, -(-dim // COLUMN_BLOCK))
 
 
 def set_threads(n: int) -> int:

@@ -338,7 +338,12 @@ def test_fused_kernel_steps_only_heads_with_p_and_u_in_the_batch() -> None:
 def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
     X, s, _ = pu_data(n=100)
     few = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(heads_module.FUSED_MAX_HEADS)]
-    assert train_heads(X, s, few, epochs=1).config["kernel"] == "fused"
+    fused = train_heads(X, s, few, epochs=1)
+    assert fused.config["kernel"] == "fused"
+    assert fused.config["threads"] == 1  # 12 features: one column block, one thread
+    wide, _, _ = pu_data(n=100, d=3 * 256)
+    threads = train_heads(wide, s, few[:1], epochs=1).config["threads"]
+    assert threads == min(3, heads_module.available_cpus())  # one thread per block, at most the cores
     many = [*few, HeadSpec("bce")]
     assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
     with pytest.raises(ImpulsesError, match="kernel must be one of"):
