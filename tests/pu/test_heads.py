@@ -350,6 +350,16 @@ def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
         train_heads(X, s, few, epochs=1, kernel="cuda")
 
 
+def test_without_numba_auto_falls_back_to_the_torch_kernel(monkeypatch) -> None:
+    import impulses.pu.kernels as kernels
+
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    X, s, _ = pu_data(n=100)
+    assert train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1).config["kernel"] == "torch"
+    with pytest.raises(ImpulsesError, match="needs numba"):
+        train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1, kernel="fused")
+
+
 def test_feature_dtype_is_checked() -> None:
     X, s, _ = pu_data(n=50)
     with pytest.raises(ImpulsesError, match="feature_dtype must be one of"):
