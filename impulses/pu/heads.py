@@ -46,8 +46,9 @@ from impulses.pu.losses import FusedObjective, HeadLoss, check_prior, get_loss
 
 ArrayLike = np.ndarray | torch.Tensor
 SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats several
-# up to this many heads the fused kernel beats gather + MKL (2-core CPU, 33,000 x 2048 float16
-# features: 2.0x as fast with 1 head, 1.8x with 8, 1.3x with 12, 0.9x with 16, 0.6x with 64)
+# up to this many heads the fused kernel beats gather + MKL in every measurement on the 2-core CPU
+# (benchmarks/bench_head_kernels.py, 33,000 x 2048 float16: 2.0-3.2x as fast with 1 head, 1.3-1.4x
+# with 12, 0.9-1.1x with 16, 0.6x with 64)
 FUSED_MAX_HEADS = 12
 KERNELS = ("auto", "fused", "torch")
 USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
