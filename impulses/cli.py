@@ -804,7 +804,7 @@ def train_head(
     import numpy as np
 
     from impulses.embed.store import EmbeddingStore
-    from impulses.pu.heads import KERNELS, head_grid, train_heads
+    from impulses.pu.heads import check_kernel, head_grid, train_heads
     from impulses.pu.labels import read_label_set, read_test_labels
     from impulses.pu.losses import get_loss
     from impulses.pu.metrics import evaluate_heads
@@ -822,12 +822,7 @@ def train_head(
     if plot is not None and eval_every == 0:
         eval_every = 1  # the AUC-over-epochs figure needs every epoch
     torch_device = resolve_device(device)
-    if kernel not in KERNELS:
-        raise ImpulsesError(f"--kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    if kernel == "fused" and torch_device.type != "cpu":
-        raise ImpulsesError(
-            f"--kernel fused runs on the CPU; use --device cpu or --kernel torch on {torch_device}"
-        )
+    check_kernel(kernel, torch_device, "--kernel")
     label_file = read_label_set(labels, names=label_set)
     needs_y = any(get_loss(name).labels == "y" for name in losses)
     if needs_y and label_file.y is None:

@@ -213,17 +213,26 @@ def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device
     return feature_dtype
 
 
-def resolve_kernel(kernel: str, device: torch.device, n_heads: int) -> str:
-    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+def check_kernel(kernel: str, device: torch.device, what: str = "kernel") -> None:
+    """An :class:`ImpulsesError` naming ``what`` (the CLI says ``--kernel``) unless ``kernel`` can run."""
     if kernel not in KERNELS:
-        raise ImpulsesError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        raise ImpulsesError(f"{what} must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel != "fused":
+        return
+    if device.type != "cpu":
+        raise ImpulsesError(f"{what} fused runs on the CPU, not {device}: use the torch kernel or the CPU")
     from impulses.pu.kernels import AVAILABLE
 
-    if kernel == "fused" and device.type != "cpu":
-        raise ImpulsesError("the fused kernel runs on the CPU; use kernel='torch' on CUDA")
-    if kernel == "fused" and not AVAILABLE:
-        raise ImpulsesError("the fused kernel needs numba (pip install numba)")
+    if not AVAILABLE:
+        raise ImpulsesError(f"{what} fused needs numba (pip install numba)")
+
+
+def resolve_kernel(kernel: str, device: torch.device, n_heads: int) -> str:
+    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+    check_kernel(kernel, device)
     if kernel == "auto":
+        from impulses.pu.kernels import AVAILABLE
+
         fits = device.type == "cpu" and AVAILABLE and n_heads <= FUSED_MAX_HEADS
         return "fused" if fits else "torch"
     return kernel

@@ -348,6 +348,8 @@ def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
     assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
     with pytest.raises(ImpulsesError, match="kernel must be one of"):
         train_heads(X, s, few, epochs=1, kernel="cuda")
+    with pytest.raises(ImpulsesError, match="--kernel fused runs on the CPU, not cuda"):
+        heads_module.check_kernel("fused", torch.device("cuda"), "--kernel")  # refused before any work
 
 
 def test_without_numba_auto_falls_back_to_the_torch_kernel(monkeypatch) -> None:
