@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from impulses.catalog import FASHION_MNIST_CLASSES
 from impulses.embed.store import EmbeddingStore
 from impulses.pu.labels import read_label_set, read_test_labels
-from impulses.pu.splits import FASHION_MNIST_CLASSES
 
 DIGIT_NAMES = [f"digit {i}" for i in range(10)]
 

@@ -31,22 +31,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from impulses.catalog import FASHION_MNIST_CLASSES
 from impulses.errors import ImpulsesError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 DATA_ROOT_ENV = "IMPULSES_DATA_ROOT"
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 _RANGE = re.compile(r"^(?P<base>.+?)\[(?P<start>\d*):(?P<stop>\d*)\]$")
 
 

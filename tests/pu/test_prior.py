@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from impulses.catalog import FASHION_MNIST_CLASSES
 from impulses.errors import ImpulsesError
 from impulses.pu.prior import (
     bbe_from_scores,
@@ -18,7 +19,7 @@ from impulses.pu.prior import (
     held_out_scores,
     prior_from_class_prior,
 )
-from impulses.pu.splits import FASHION_MNIST_CLASSES, PRESETS, make_split, preset_classes
+from impulses.pu.splits import PRESETS, make_split, preset_classes
 
 FASHION_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 
