@@ -117,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run one method once and return its timing and memory figures."""
     import torch
 
-    from impulses.embed.datasets import open_source
+    from impulses.data.sources import open_source
     from impulses.embed.extract import ConfigTransform, embed
     from impulses.embed.store import StoreSpec
     from impulses.encoders import load_encoder

@@ -158,7 +158,7 @@ def embed(
     """
     import torch
 
-    from impulses.embed.datasets import ArraySource, RangeSource, open_source
+    from impulses.data.sources import ArraySource, RangeSource, open_source
     from impulses.embed.extract import ConfigTransform
     from impulses.embed.extract import embed as run_embed
     from impulses.embed.shards import RankInfo, embed_sharded
@@ -354,9 +354,9 @@ def pretrain(
     if not config.data:
         raise ImpulsesError("--data is required (e.g. --data digits)")
     try:
-        from impulses.embed.datasets import open_source
+        from impulses.data.sources import open_source
     except ImportError as err:
-        raise ImpulsesError(f"--data needs impulses.embed.datasets, which is not available ({err})") from None
+        raise ImpulsesError(f"--data needs impulses.data.sources, which is not available ({err})") from None
     source = open_source(config.data, data_root=data_root, download=download)
     config.data = getattr(source, "spec", config.data)
     main_rank = env_context().is_main

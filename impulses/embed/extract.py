@@ -25,7 +25,7 @@ from rich.text import Text
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from impulses.embed.datasets import BadImageError, ImageSource
+from impulses.data.sources import BadImageError, ImageSource
 from impulses.embed.store import EmbeddingStore, StoreError, StoreSpec, StoreWriter
 from impulses.errors import ImpulsesError
 from impulses.runtime import make_progress

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from impulses.embed.datasets import ImageSource
+from impulses.data.sources import ImageSource
 from impulses.embed.extract import EmbedResult, check_existing, embed
 from impulses.embed.store import StoreError, StoreSpec, join_shards, partial_path
 from impulses.errors import ImpulsesError

@@ -166,7 +166,7 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run (or resume) the whole protocol of ``config`` in ``out_dir``; figures go to ``plot_dir`` (default
     ``out_dir/plots``). See the module docstring."""
-    from impulses.embed.datasets import open_source
+    from impulses.data.sources import open_source
     from impulses.embed.store import EmbeddingStore
     from impulses.pu.splits import make_split, make_test_labels, write_label_frame
     from impulses.runtime import resolve_device

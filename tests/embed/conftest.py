@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-FASHION_ROOT = Path(os.environ.get("IMPULSES_FASHION_MNIST", "/work/shared/data/fashion-mnist"))
 TRANSFORM = {"image_size": 8, "in_chans": 3, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
@@ -48,45 +41,3 @@ def transform():
     from impulses.embed.extract import ConfigTransform
 
     return ConfigTransform(TRANSFORM)
-
-
-@pytest.fixture
-def fashion_root() -> Path:
-    if not (FASHION_ROOT / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST IDX files not found in {FASHION_ROOT}")
-    return FASHION_ROOT
-
-
-def write_image(path: Path, seed: int, *, mode: str = "RGB", size: tuple[int, int] = (10, 12)) -> None:
-    """A small random image of ``mode`` at ``path`` (format from the suffix)."""
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode if mode != "P" else "RGB"]
-    pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
-    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
-    if mode == "P":
-        image = image.convert("P")
-    image.save(path)
-
-
-@pytest.fixture
-def make_folder(tmp_path: Path) -> Callable[..., Path]:
-    """``make_folder({"cat/a.png": "RGB", ...})`` -> a folder holding those files.
-
-    Modes: ``RGB``, ``RGBA``, ``L``, ``P`` (random pixels), ``corrupt`` (a PNG signature, then junk),
-    ``text`` (a few bytes of text).
-    """
-
-    def make(files: dict[str, str], name: str = "images") -> Path:
-        root = tmp_path / name
-        for i, (rel, mode) in enumerate(sorted(files.items())):
-            if mode in ("corrupt", "text"):
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (root / rel).write_bytes(
-                    b"\x89PNG\r\n\x1a\n this is not a png" if mode == "corrupt" else b"notes"
-                )
-            else:
-                write_image(root / rel, i, mode=mode)
-        return root
-
-    return make

@@ -192,7 +192,7 @@ def _trained_smallcnn(seed: int):
 def _rows_of(model, spec: str, transform: dict) -> np.ndarray:
     import torch
 
-    from impulses.embed.datasets import open_source
+    from impulses.data.sources import open_source
     from impulses.encoders.augment import test_transform
 
     source, fn = open_source(spec), test_transform(transform)

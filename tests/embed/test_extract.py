@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from impulses.embed.datasets import ImageSource, Sample, open_source
+from impulses.data.sources import ImageSource, Sample, open_source
 from impulses.embed.extract import ConfigTransform, embed, fold_batchnorm
 from impulses.embed.store import EmbeddingStore, StoreSpec, partial_path
 from impulses.errors import ImpulsesError, StoreError

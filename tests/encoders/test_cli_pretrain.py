@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip(
-    "impulses.embed.datasets", reason="impulses pretrain --data needs impulses.embed.datasets"
-)
+pytest.importorskip("impulses.data.sources", reason="impulses pretrain --data needs impulses.data.sources")
 
 from impulses.encoders.checkpoint import file_sha256, load_checkpoint
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from impulses.embed.datasets import (
+from impulses.data.sources import (
     FASHION_MNIST_CLASSES,
     BadImageError,
     ImageFolderSource,
