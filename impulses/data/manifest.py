@@ -123,7 +123,9 @@ class ManifestSource(ImageSource):
         self.paths = [folder / Path(p).expanduser() for p in written]  # an absolute path stays absolute
         for i, p in enumerate(self.paths):
             if not p.is_file():
-                raise ImpulsesError(f"{name}: column 'path' at {where(i)} names {p}, which does not exist")
+                raise ImpulsesError(
+                    f"{name}: column 'path' at {where(i)} names {p}, which is not an existing file"
+                )
         ids = columns.get("id")
         if ids is None:
             self.ids = list(written)

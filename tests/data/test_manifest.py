@@ -109,7 +109,7 @@ def test_row_range_spec(digit_pngs) -> None:
         (
             "m.csv",
             {"path": ["0/0000.png", "0/nope.png"]},
-            r"m\.csv: column 'path' at line 3 names .*nope\.png",
+            r"m\.csv: column 'path' at line 3 names .*nope\.png, which is not an existing file",
         ),
         ("m.parquet", {"path": ["0/0000.png", "0/nope.png"]}, r"m\.parquet: column 'path' at row 1 names"),
         (
