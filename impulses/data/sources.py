@@ -7,6 +7,8 @@ Specs (see :func:`open_source`):
 - ``cifar10[:train|:test]``, ``cifar100[:train|:test]``: the python pickle batches under ``--data-root``;
 - ``imagefolder:PATH``: image files under PATH, recursively; one subfolder per class gives targets and
   class names, a flat folder gives targets -1; ids are the paths relative to PATH.
+- ``manifest:FILE.csv|.parquet``: the images a table lists (:mod:`impulses.data.manifest`);
+- ``webdataset:SHARDS.tar``: WebDataset tar shards, brace-expanded (:mod:`impulses.data.webdataset`).
 
 Any spec may end in a row range, ``fashion-mnist:train[0:5000]``: the same ids, a subset of rows.
 
@@ -392,7 +394,7 @@ def _cifar(name: str, split: str, data_root: Path | None, download: bool) -> Arr
     )
 
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest", "webdataset")
 
 
 def open_source(
@@ -418,6 +420,16 @@ def open_source(
         if not arg:
             raise ImpulsesError("--data imagefolder:PATH needs a folder path after the colon")
         return ImageFolderSource(arg)
+    if name in ("manifest", "webdataset"):  # impulses.data.manifest / .webdataset (they import this module)
+        if not arg:
+            raise ImpulsesError(f"{spec!r}: {name}: needs a {'file' if name == 'manifest' else 'shard'} path")
+        if name == "manifest":
+            from impulses.data.manifest import ManifestSource
+
+            return ManifestSource(arg)
+        from impulses.data.webdataset import WebDatasetSource
+
+        return WebDatasetSource(arg)
     if name == "digits":
         if arg not in ("", "all"):
             raise ImpulsesError(f"--data {spec!r}: digits has a single split (use 'digits')")
@@ -431,5 +443,6 @@ def open_source(
         return _cifar(name, split, root, download)
     raise ImpulsesError(
         f"--data {spec!r} is not a known dataset spec (use digits, fashion-mnist[:train|:test], "
-        "cifar10[:train|:test], cifar100[:train|:test] or imagefolder:PATH, optionally ending in [start:stop])"
+        "cifar10[:train|:test], cifar100[:train|:test], imagefolder:PATH, manifest:FILE.csv|.parquet or "
+        "webdataset:SHARDS.tar, optionally ending in [start:stop])"
     )

@@ -180,3 +180,38 @@ def load_weights(model: nn.Module, weights: str | Path, *, name: str = "model") 
 def _load_builtin() -> None:
     """Import the modules whose decorators register our own encoders."""
     from impulses.encoders import small  # noqa: F401
+
+
+def describe_encoders(pattern: str = "*") -> list[dict[str, Any]]:
+    """Every encoder matching ``pattern`` (fnmatch wildcards), ours first, each as a dict (``impulses encoders``).
+
+    Keys: ``name``; ``source`` (``"impulses"`` or ``"timm"``); ``pretrained`` (whether published
+    weights exist: timm's pretrained tags, never ours); ``weights`` (the tagged names to pass with
+    ``pretrained=True``, e.g. ``resnet18.a1_in1k``). A pattern with a tag (``resnet18.tv*``) lists
+    the architectures with a matching tag. Reads timm's registry only: no network.
+
+    Intended CLI: ``impulses encoders [PATTERN] [--pretrained-only] [--json]``.
+
+    Args:
+        pattern: Shell-style wildcards over encoder names (case-sensitive, as timm's).
+
+    Returns:
+        One dict per encoder, ours sorted by name, then timm's sorted by name.
+    """
+    import timm
+
+    _load_builtin()
+    ours = [
+        {"name": name, "source": "impulses", "pretrained": False, "weights": []}
+        for name in sorted(_REGISTRY)
+        if fnmatch.fnmatchcase(name, pattern)
+    ]
+    tagged: dict[str, list[str]] = {}
+    for name in timm.list_models(pattern, pretrained=True):
+        tagged.setdefault(name.split(".", 1)[0], []).append(name)
+    archs = set(timm.list_models(pattern)) | set(tagged)
+    theirs = [
+        {"name": arch, "source": "timm", "pretrained": arch in tagged, "weights": tagged.get(arch, [])}
+        for arch in sorted(archs - set(_REGISTRY))
+    ]
+    return ours + theirs

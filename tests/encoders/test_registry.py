@@ -126,3 +126,34 @@ def test_smallcnn_pooled_quarters_the_first_maps() -> None:
     assert plain(x).shape == pooled(x).shape == (2, 256)
     assert plain.features[1](plain.features[0](x)).shape[-1] == 28
     assert pooled.features[2](pooled.features[1](pooled.features[0](x))).shape[-1] == 14
+
+
+def test_describe_encoders_marks_published_weights_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import timm
+
+    from impulses.encoders.registry import describe_encoders
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("describe_encoders must not use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    ours = describe_encoders("smallcnn*")
+    assert [(e["name"], e["source"], e["pretrained"]) for e in ours] == [
+        ("smallcnn", "impulses", False),
+        ("smallcnn-pooled", "impulses", False),
+    ]
+    found = {e["name"]: e for e in describe_encoders("resnet*")}
+    assert set(found) == set(timm.list_models("resnet*"))
+    published = {name.split(".")[0] for name in timm.list_pretrained("resnet*")}
+    for name, entry in found.items():
+        assert entry["source"] == "timm" and entry["pretrained"] == (name in published)
+        assert entry["weights"] == [w for w in timm.list_pretrained(f"{name}.*")]
+    assert found["resnet18"]["pretrained"] and "resnet18.tv_in1k" in found["resnet18"]["weights"]
+    assert any(not e["pretrained"] and e["weights"] == [] for e in found.values())  # both kinds are listed
+    assert describe_encoders("resnet18.tv*") == [
+        {"name": "resnet18", "source": "timm", "pretrained": True, "weights": ["resnet18.tv_in1k"]}
+    ]
+    everything = describe_encoders()
+    assert [e["source"] for e in everything[:2]] == ["impulses", "impulses"]
