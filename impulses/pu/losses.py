@@ -10,7 +10,7 @@ Notation, per head: g are the logits, P the rows labeled positive (s = 1), U the
   (its gradient is the gradient-ascent step on R_n that keeps the negative risk non-negative).
 - **uPU**: R_p + R_n of nnPU, never corrected.
 
-π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows (DESIGN.md).
+π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows.
 
 **Batches without a labeled positive or without an unlabeled row.** The risk estimators above need
 both kinds of rows; reference code divides by max(1, n_P), which on such a batch turns R_n into

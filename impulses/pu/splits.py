@@ -1,4 +1,4 @@
-"""PU splits: from a store's class targets to label sets in DESIGN.md's format.
+"""PU splits: from a store's class targets to label sets (the format of :mod:`impulses.pu.labels`).
 
 A split picks the positive classes, optionally downsamples the positives (seeded) to reach a chosen
 imbalance, and labels an exact share ``c`` of them (``round(c * n_positive)``, half up): the labeled
