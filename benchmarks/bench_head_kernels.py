@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_heads import build_task
 
 from impulses.embed.store import EmbeddingStore
-from impulses.pu.heads import FUSED_MAX_HEADS, HeadSpec, train_heads
+from impulses.pu.heads import HeadSpec, train_heads
+from impulses.pu.kernels import FUSED_MAX_HEADS
 
 
 def main(argv: list[str] | None = None) -> None:

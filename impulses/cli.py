@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="impulses")
     except ImpulsesError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            "error: " + err.render(lambda p: "--" + p.replace("_", "-")),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise SystemExit(err.exit_code) from None
 
 
@@ -443,15 +448,17 @@ def split(
         impulses split --store digits.h5 --positive-classes 0,1,2 --label-frequency 0.3 --n-label-sets 3 --out l.csv
     """
     from impulses.embed.store import EmbeddingStore
+    from impulses.pu.labels import write_label_set as write_label_frame
     from impulses.pu.splits import (
         check_targets,
-        get_preset,
         make_split,
         make_test_labels,
         parse_class_list,
         preset_classes,
         resolve_classes,
-        write_label_frame,
+    )
+    from impulses.pu.splits import (
+        get_split_preset as get_preset,
     )
 
     if (positive_classes is None) == (preset is None):
@@ -804,10 +811,12 @@ def train_head(
     import numpy as np
 
     from impulses.embed.store import EmbeddingStore
-    from impulses.pu.heads import check_kernel, head_grid, train_heads
+    from impulses.pu.heads import train_heads
+    from impulses.pu.kernels import check_kernel
     from impulses.pu.labels import read_label_set, read_test_labels
     from impulses.pu.losses import get_loss
     from impulses.pu.metrics import evaluate_heads
+    from impulses.pu.sweep import head_grid
     from impulses.runtime import make_progress, resolve_device
 
     losses = [get_loss(name).name for name in (loss or ["imbnnpu"])]
@@ -822,7 +831,7 @@ def train_head(
     if plot is not None and eval_every == 0:
         eval_every = 1  # the AUC-over-epochs figure needs every epoch
     torch_device = resolve_device(device)
-    check_kernel(kernel, torch_device, "--kernel")
+    check_kernel(kernel, torch_device)
     label_file = read_label_set(labels, names=label_set)
     needs_y = any(get_loss(name).labels == "y" for name in losses)
     if needs_y and label_file.y is None:
@@ -1006,7 +1015,7 @@ def predict(
     import torch
 
     from impulses.embed.store import EmbeddingStore
-    from impulses.pu.heads import load_heads
+    from impulses.pu.heads import read_heads_file as load_heads
 
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise ImpulsesError(f"--out {out}: scores are written as .parquet or .csv")

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from impulses.errors import ImpulsesError
-
-LABEL_SET_SUFFIXES = (".parquet", ".csv")
+from impulses.pu.labels import LABEL_SET_SUFFIXES
 
 
 def describe(path: Path, *, check: bool = False) -> dict[str, Any]:

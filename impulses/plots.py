@@ -13,8 +13,8 @@ head and evaluated epoch, as a polars DataFrame, a dict of columns or a list of 
 - optional ``panel`` (str): one subplot per value, e.g. the method or the dataset.
 
 Rows sharing (panel, distortion, epoch), e.g. several seeds, are averaged; the band shows ±1 std.
-:func:`auc_history_table` turns ``HeadsResult.history`` (per-epoch dicts with an ``auc`` array, one
-value per head) into this table.
+:func:`auc_history_table` selects this table from a sweep's history
+(:attr:`impulses.pu.sweep.SweepResult.history`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import polars as pl
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError
 
-DISTORTIONS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # the paper's Fig. 3
 HISTORY_COLUMNS = ("distortion", "epoch", "auc")
 TSNE_MAX_POINTS = 2000
 
@@ -67,38 +66,39 @@ def _distortion_label(b: float) -> str:
 # AUC over epochs (Fig. 3)
 # --------------------------------------------------------------------------------------------------
 def auc_history_table(
-    history: Sequence[Mapping[str, Any]],
-    distortions: Sequence[float],
-    *,
-    heads: Sequence[str] | None = None,
-    panels: Sequence[str] | None = None,
+    history: pl.DataFrame, *, head: str | Sequence[str] = "head", panel: str | None = None
 ) -> pl.DataFrame:
-    """Long AUC table from per-epoch records ``{"epoch": e, "auc": [auc of head 0, head 1, ...]}``.
+    """The AUC table of :func:`plot_auc_over_epochs` from a sweep's long history frame.
 
-    ``distortions[k]`` (and ``heads[k]``, ``panels[k]`` when given) describe head k.
+    Args:
+        history: :attr:`impulses.pu.sweep.SweepResult.history` (columns distortion, epoch, auc and
+            the heads' coordinates); heads without a distortion (prior-free losses) and epochs
+            without a test AUC are left out.
+        head: The column(s) that label a line's heads, joined by "/" (e.g. ``("label_set", "seed")``).
+        panel: The column that picks the subplot (e.g. ``"loss"``), or None for one panel.
+
+    Returns:
+        Columns distortion, epoch, auc, head (and panel).
     """
-    rows: dict[str, list[Any]] = {"distortion": [], "epoch": [], "auc": [], "head": []}
-    if panels is not None:
-        rows["panel"] = []
-    for record in history:
-        if "auc" not in record:
-            continue
-        aucs = np.atleast_1d(np.asarray(record["auc"], dtype=np.float64))
-        if aucs.size != len(distortions):
-            raise ValueError(
-                f"epoch {record.get('epoch')}: {aucs.size} AUC values but {len(distortions)} distortions"
-            )
-        for k, auc in enumerate(aucs.tolist()):
-            rows["distortion"].append(float(distortions[k]))
-            rows["epoch"].append(int(record["epoch"]))
-            rows["auc"].append(float(auc))
-            rows["head"].append(str(heads[k]) if heads is not None else str(k))
-            if panels is not None:
-                rows["panel"].append(str(panels[k]))
-    schema = {"distortion": pl.Float64, "epoch": pl.Int64, "auc": pl.Float64, "head": pl.String}
-    if panels is not None:
-        schema["panel"] = pl.String
-    return pl.DataFrame(rows, schema=schema)
+    columns = [head] if isinstance(head, str) else list(head)
+    missing = [
+        c for c in [*HISTORY_COLUMNS, *columns, *([panel] if panel else [])] if c not in history.columns
+    ]
+    if missing:
+        raise ImpulsesError(
+            f"AUC history lacks column(s) {', '.join(missing)} (has: {', '.join(history.columns)})"
+        )
+    label = pl.concat_str([pl.col(c).cast(pl.String) for c in columns], separator="/").alias("head")
+    selected = [
+        pl.col("distortion").cast(pl.Float64),
+        pl.col("epoch").cast(pl.Int64),
+        pl.col("auc").cast(pl.Float64),
+        label,
+    ]
+    if panel:
+        selected.append(pl.col(panel).cast(pl.String).alias("panel"))
+    rows = history.filter(pl.col("distortion").is_not_null() & pl.col("auc").is_not_null())
+    return rows.select(selected)
 
 
 def _history_frame(

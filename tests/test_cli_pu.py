@@ -194,7 +194,7 @@ def bad_inputs(task: DigitsTask, tmp: Path) -> dict[str, tuple[list[object], str
         "prior zero": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0",
                         "--out", tmp / "o"], "not in (0, 1)"),
         "distorted prior": (["train-head", "--train", task.train, "--labels", task.labels, "--prior", "0.2",
-                             "--distortion", "1,10", "--out", tmp / "o"], "--distortion 10 x --prior 0.2 = 2"),
+                             "--distortion", "1,10", "--out", tmp / "o"], "10 x prior 0.2 = 2, not in (0, 1)"),
         "no labeled positive": (["train-head", "--train", task.train, "--labels", no_pos, "--prior", "0.1",
                                  "--out", tmp / "o"], "no labeled positive"),
         "pn without y": (["train-head", "--train", task.train, "--labels", unknown, "--loss", "pn",

@@ -94,12 +94,15 @@ def test_split_k_label_sets_and_json(cli, small_store, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--positive-classes", "digit 11"], "--positive-classes: unknown class 'digit 11'"),
+        (["--positive-classes", "digit 11"], "--positive-classes unknown class 'digit 11'"),
         (["--positive-classes", "12"], "class index 12 is out of range"),
-        (["--positive-classes", "1", "--label-frequency", "0"], r"--label-frequency 0.0: must be in (0, 1]"),
+        (
+            ["--positive-classes", "1", "--label-frequency", "0"],
+            r"--label-frequency must be in (0, 1], got 0.0",
+        ),
         (
             ["--positive-classes", "1", "--label-frequency", "1.5"],
-            r"--label-frequency 1.5: must be in (0, 1]",
+            r"--label-frequency must be in (0, 1], got 1.5",
         ),
         (["--positive-classes", "1", "--n-positive", "31"], "--n-positive 31 is more than the 30 positives"),
         (["--preset", "cifar10-imbalanced"], "--preset cifar10-imbalanced is for CIFAR-10"),

@@ -10,7 +10,8 @@ import pytest
 from matplotlib.image import imread
 
 from impulses.errors import ImpulsesError
-from impulses.plots import DISTORTIONS, auc_history_table, plot_auc_over_epochs, plot_tsne
+from impulses.plots import auc_history_table, plot_auc_over_epochs, plot_tsne
+from impulses.pu.sweep import DISTORTIONS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -82,21 +83,26 @@ def test_plots_must_be_png(tmp_path):
         plot_auc_over_epochs(synthetic_history(seeds=1, epochs=2), tmp_path / "auc.jpg")
 
 
-def test_auc_history_table_from_per_epoch_records():
-    history = [
-        {"epoch": 1, "auc": np.array([0.7, 0.6])},
-        {"epoch": 2, "auc": np.array([0.8, 0.65])},
-        {"epoch": 3},
+def test_auc_history_table_from_a_sweep_history():
+    history = pl.DataFrame(
+        {
+            "head": ["a", "b", "c", "a", "b", "c"],
+            "loss": ["imbnnpu", "imbnnpu", "bce"] * 2,
+            "distortion": [1.0, 0.5, None] * 2,
+            "label_set": ["s", "s", "s"] * 2,
+            "seed": [0, 1, 0] * 2,
+            "epoch": [1, 1, 1, 2, 2, 2],
+            "auc": [0.7, 0.6, 0.9, 0.8, None, 0.95],
+        }
+    )
+    table = auc_history_table(history, head=("label_set", "seed"), panel="loss")
+    assert table.to_dicts() == [  # the prior-free head and the epoch without an AUC are left out
+        {"distortion": 1.0, "epoch": 1, "auc": 0.7, "head": "s/0", "panel": "imbnnpu"},
+        {"distortion": 0.5, "epoch": 1, "auc": 0.6, "head": "s/1", "panel": "imbnnpu"},
+        {"distortion": 1.0, "epoch": 2, "auc": 0.8, "head": "s/0", "panel": "imbnnpu"},
     ]
-    table = auc_history_table(history, [1.0, 0.5], heads=["true", "half"])
-    assert table.to_dicts() == [
-        {"distortion": 1.0, "epoch": 1, "auc": 0.7, "head": "true"},
-        {"distortion": 0.5, "epoch": 1, "auc": 0.6, "head": "half"},
-        {"distortion": 1.0, "epoch": 2, "auc": 0.8, "head": "true"},
-        {"distortion": 0.5, "epoch": 2, "auc": 0.65, "head": "half"},
-    ]
-    with pytest.raises(ValueError, match="2 AUC values but 3 distortions"):
-        auc_history_table(history, [1.0, 0.5, 2.0])
+    with pytest.raises(ImpulsesError, match="lacks column"):
+        auc_history_table(history.drop("auc"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ import numpy as np
 import polars as pl
 
 from impulses.atomic import atomic_path
+from impulses.pu.metrics import METRICS
+from impulses.pu.sweep import DISTORTIONS
 
-DISTORTIONS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-METRIC_COLUMNS = ("accuracy", "f1", "auc", "ap")
 SWEEP = "imbnnPU @ b·π"  # the method name of the prior-distortion heads
 
 
@@ -125,7 +125,7 @@ def _summary(runs: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     """Mean and sample std of each metric over label sets, per ``by`` group, in first-seen order."""
     order = runs.select(by).unique(maintain_order=True).with_row_index("_order")
     aggs = []
-    for metric in METRIC_COLUMNS:
+    for metric in METRICS:
         aggs += [pl.col(metric).mean().alias(f"{metric}_mean"), pl.col(metric).std().alias(f"{metric}_std")]
     return (
         runs.group_by(by)
@@ -143,7 +143,7 @@ def _markdown(frame: pl.DataFrame, columns: Sequence[tuple[str, str]]) -> str:
     for row in frame.iter_rows(named=True):
         cells = []
         for key, _ in columns:
-            if key in METRIC_COLUMNS:
+            if key in METRICS:
                 mean, std = row[f"{key}_mean"], row[f"{key}_std"]
                 cells.append(
                     f"{mean:.3f} ± {std:.3f}" if std is not None and not math.isnan(std) else f"{mean:.3f}"
@@ -168,12 +168,14 @@ def run_experiment(
     ``out_dir/plots``). See the module docstring."""
     from impulses.data.sources import open_source
     from impulses.embed.store import EmbeddingStore
-    from impulses.pu.splits import make_split, make_test_labels, write_label_frame
+    from impulses.pu.labels import write_label_set
+    from impulses.pu.splits import make_split, make_test_labels
     from impulses.runtime import resolve_device
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    with atomic_path(out / "config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
     device = resolve_device(config.device)
     seconds: dict[str, float] = {}
     files: dict[str, Path] = {}
@@ -201,8 +203,8 @@ def run_experiment(
         n_label_sets=config.n_label_sets,
     )
     test_labels = make_test_labels(test_ids, test_targets, config.positive_classes)
-    files["labels"] = write_label_frame(split.labels, out / "labels.parquet")
-    files["test_labels"] = write_label_frame(test_labels, out / "test-labels.parquet")
+    files["labels"] = write_label_set(split.labels, out / "labels.parquet")
+    files["test_labels"] = write_label_set(test_labels, out / "test-labels.parquet")
     prior = split.stats.prior
     split_info = {**split.stats.as_dict(), "positive_classes": list(config.positive_classes)}
     row_of_id = {key: row for row, key in enumerate(ids)}
@@ -245,7 +247,9 @@ def run_experiment(
     label_matrix = np.column_stack([split.labels[c].to_numpy() for c in [*label_columns, "y"]]).astype(
         np.int64
     )
-    head_rows, history = _train_heads(config, X, label_matrix, prior, X_test, y_test, device, progress, log)
+    head_rows, history = _train_heads(
+        config, X, split.labels, label_columns, prior, X_test, y_test, device, progress, log
+    )
     seconds["heads"] = time.perf_counter() - tick
 
     # 5. end-to-end baselines without pretraining -------------------------------------------------
@@ -274,10 +278,13 @@ def run_experiment(
         "distortion"
     )
     files["runs"] = out / "runs.csv"
-    runs.write_csv(files["runs"])
+    with atomic_path(files["runs"]) as tmp:
+        runs.write_csv(tmp)
     files["summary"] = out / "summary.csv"
-    summary.write_csv(files["summary"])
-    distortion.write_csv(out / "distortion.csv")
+    with atomic_path(files["summary"]) as tmp:
+        summary.write_csv(tmp)
+    with atomic_path(out / "distortion.csv") as tmp:
+        distortion.write_csv(tmp)
     if plots:
         tick = time.perf_counter()
         files.update(
@@ -365,31 +372,14 @@ def _stale(path: Path, spec: Any) -> bool:
         return store.fingerprint != spec.fingerprint
 
 
-def _head_grid(config: ExperimentConfig, prior: float, n_sets: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """The heads of one pass: per label set the methods at the true π and the distortion sweep."""
-    from impulses.pu.heads import HeadSpec
-
-    heads, meta = [], []
-    for k in range(n_sets):
-        for method, loss in (("ImPULSeS", "imbnnpu"), ("nnPU", "nnpu"), ("BCE", "bce"), ("wBCE", "wbce")):
-            heads.append(
-                HeadSpec(loss=loss, prior=prior if loss in ("imbnnpu", "nnpu") else None, seed=k, column=k)
-            )
-            meta.append({"method": method, "label_set": k, "distortion": 1.0 if loss == "imbnnpu" else None})
-        heads.append(HeadSpec(loss="pn", seed=k, column=n_sets))
-        meta.append({"method": "PN (upper bound)", "label_set": k, "distortion": None})
-        for b in config.distortions:
-            if math.isclose(b, 1.0) or not 0 < b * prior < 1:
-                continue  # b = 1 is the ImPULSeS head itself; b·π outside (0, 1) is no prior
-            heads.append(HeadSpec(loss="imbnnpu", prior=b * prior, seed=k, column=k))
-            meta.append({"method": SWEEP, "label_set": k, "distortion": float(b)})
-    return heads, meta
+METHODS = {"imbnnpu": "ImPULSeS", "nnpu": "nnPU", "bce": "BCE", "wbce": "wBCE", "pn": "PN (upper bound)"}
 
 
 def _train_heads(
     config: ExperimentConfig,
     X: np.ndarray,
-    label_matrix: np.ndarray,
+    labels: pl.DataFrame,
+    label_columns: list[str],
     prior: float,
     X_test: np.ndarray,
     y_test: np.ndarray,
@@ -397,56 +387,45 @@ def _train_heads(
     progress: bool,
     log: Callable[[str], None],
 ) -> tuple[list[dict[str, Any]], pl.DataFrame]:
-    """All heads in one call to train_heads; rows of metrics and the per-epoch AUC history."""
-    from impulses.pu.heads import train_heads
-    from impulses.pu.metrics import evaluate_heads
+    """The heads of one sweep (run_sweep): per label set ImPULSeS, nnPU, BCE, wBCE at the true π, the
+    PN upper bound, and imbnnPU at b·π; rows of metrics and the AUC history of the imbnnPU heads."""
+    from impulses.plots import auc_history_table
+    from impulses.pu.sweep import run_sweep
     from impulses.runtime import make_progress
 
-    n_sets = label_matrix.shape[1] - 1
-    heads, meta = _head_grid(config, prior, n_sets)
+    # b·π must be a prior in (0, 1): the experiment asks only for the distortions where it is (the
+    # sweep, like the CLI, refuses the others); b = 1 is the ImPULSeS head itself
+    distortions = sorted({1.0, *(b for b in config.distortions if 0 < b * prior < 1)})
+    S = np.column_stack([labels[c].to_numpy() for c in label_columns])
     with make_progress(disable=not progress) as bar:
-        task = bar.add_task(f"{len(heads)} heads", total=config.head_epochs)
-        result = train_heads(
-            X,
-            label_matrix,
-            heads,
-            epochs=config.head_epochs,
-            batch_size=config.head_batch_size,
-            lr=config.head_lr,
-            shuffle_seed=config.seed,
-            device=device,
-            X_test=X_test,
-            y_test=y_test,
-            eval_every=1,
+        task = bar.add_task("heads", total=config.head_epochs)
+        sweep = run_sweep(
+            X, S, label_columns, losses=tuple(METHODS), priors=[prior], distortions=distortions,
+            distorted_losses=("imbnnpu",), y=labels["y"].to_numpy(), X_test=X_test, y_test=y_test,
+            epochs=config.head_epochs, batch_size=config.head_batch_size, lr=config.head_lr,
+            shuffle_seed=config.seed, device=device, eval_every=1,
             on_epoch=lambda done, total: bar.update(task, completed=done),
-        )
-    log(f"heads: {len(heads)} heads x {config.head_epochs} epochs in one pass each, {result.seconds:.1f} s")
-    scores = result.decision_function(X_test)
+        )  # fmt: skip
+    n_heads = sweep.rows.height
+    log(f"heads: {n_heads} heads x {config.head_epochs} epochs in one pass each, {sweep.heads.seconds:.1f} s")
+    set_index = {name: k for k, name in enumerate(label_columns)}
     rows = []
-    for spec, info, metrics in zip(heads, meta, evaluate_heads(scores, y_test), strict=True):
+    for row in sweep.rows.iter_rows(named=True):
+        swept = row["loss"] == "imbnnpu" and row["distortion"] != 1.0
         rows.append(
             {
-                **info,
+                "method": SWEEP if swept else METHODS[row["loss"]],
+                "label_set": set_index.get(row["label_set"]),  # None for PN: it trains on y
+                "distortion": row["distortion"] if row["loss"] == "imbnnpu" else None,
                 "pretrained": True,
-                "loss": spec.loss,
-                "prior": spec.prior,
-                **{m: metrics[m] for m in METRIC_COLUMNS},
-                "seconds": result.seconds / len(heads),
+                "loss": row["loss"],
+                "prior": row["prior"],
+                **{m: row[m] for m in METRICS},
+                "seconds": sweep.heads.seconds / n_heads,
             }
         )
-    history_rows = []
-    for record in result.history:
-        for k, info in enumerate(meta):
-            if info["distortion"] is not None:
-                history_rows.append(
-                    {
-                        "distortion": info["distortion"],
-                        "epoch": record["epoch"],
-                        "auc": float(record["auc"][k]),
-                        "head": f"label set {info['label_set']}",
-                    }
-                )
-    return rows, pl.DataFrame(history_rows)
+    imbnnpu = sweep.history.filter(pl.col("loss") == "imbnnpu")
+    return rows, auc_history_table(imbnnpu, head="label_set")
 
 
 def _e2e_key(config: ExperimentConfig, label_matrix: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
@@ -540,7 +519,7 @@ def _end_to_end(
                     "pretrained": False,
                     "loss": loss,
                     "prior": e2e.prior,
-                    **{m: metrics[m] for m in METRIC_COLUMNS},
+                    **{m: metrics[m] for m in METRICS},
                     "seconds": record["seconds"],
                 }
             )
@@ -619,7 +598,8 @@ def write_report(result: ExperimentResult, config: ExperimentConfig) -> Path:
         "",
     ]
     path = result.out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
     return path
 
 

@@ -23,8 +23,11 @@ from the torch kernel's matmuls, by float32 rounding (tested against it and agai
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
+
+from impulses.errors import ParameterError
 
 try:
     from llvmlite import ir
@@ -211,3 +214,38 @@ def set_threads(n: int) -> int:
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
+
+
+# up to this many heads the fused kernel beats gather + MKL in every measurement on the 2-core CPU
+# (benchmarks/bench_head_kernels.py, 33,000 x 2048 float16: 2.0-3.2x as fast with 1 head, 1.3-1.4x
+# with 12, 0.9-1.1x with 16, 0.6x with 64)
+FUSED_MAX_HEADS = 12
+KERNELS = ("auto", "fused", "torch")
+
+
+def check_kernel(kernel: str, device: Any) -> None:
+    """Refuse a ``kernel`` that cannot run on ``device`` (a torch.device), before any work.
+
+    Raises:
+        ParameterError: ``kernel`` is not one of :data:`KERNELS`, or is "fused" on a non-CPU device
+            or without numba.
+    """
+    if kernel not in KERNELS:
+        raise ParameterError("kernel", f"must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel != "fused":
+        return
+    if device.type != "cpu":
+        raise ParameterError(
+            "kernel", f"fused runs on the CPU, not {device}: use the torch kernel or the CPU"
+        )
+    if not AVAILABLE:
+        raise ParameterError("kernel", "fused needs numba (pip install numba)")
+
+
+def resolve_kernel(kernel: str, device: Any, n_heads: int) -> str:
+    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+    check_kernel(kernel, device)
+    if kernel == "auto":
+        fits = device.type == "cpu" and AVAILABLE and n_heads <= FUSED_MAX_HEADS
+        return "fused" if fits else "torch"
+    return kernel

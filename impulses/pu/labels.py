@@ -2,7 +2,7 @@
 
 A **training label set** is a Parquet or CSV file with
 
-- ``id`` (string): a sample id of the embedding store (DESIGN.md), unique in the file;
+- ``id`` (string): a sample id of the embedding store, unique in the file;
 - one or more **label columns**, each a label set over the same rows: ``s`` and/or ``s_<name>``
   (0/1: 1 = labeled positive, 0 = unlabeled). Several label sets in one file (e.g. ``s_c02``,
   ``s_c05`` for two label frequencies, or ``s_seed0``, ``s_seed1`` for resampled labelings) train
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from impulses.errors import LabelSetError, StoreError
+from impulses.atomic import atomic_path
+from impulses.errors import LabelSetError, ParameterError, StoreError
 
 LABEL_COLUMN = re.compile(r"^s(_.+)?$")
-SUFFIXES = (".parquet", ".csv")
+LABEL_SET_SUFFIXES = (".parquet", ".csv")  # the file types a label set may be
 _SHOW = 5
 
 
@@ -105,15 +106,18 @@ def store_rows(path: Path, ids: np.ndarray, store: Any) -> np.ndarray:
 def _read_frame(path: str | os.PathLike[str]) -> tuple[Path, pl.DataFrame]:
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if suffix not in LABEL_SET_SUFFIXES:
         raise LabelSetError(f"{path}: a label set must be .parquet or .csv")
     if not path.exists():
         raise LabelSetError(f"{path}: no such label file")
     try:
         if suffix == ".csv":
-            frame = pl.read_csv(path, schema_overrides={"id": pl.String}, infer_schema_length=None)
+            # glob=False: a name such as run[1].csv or l?.csv is a file, not a pattern
+            frame = pl.read_csv(
+                path, schema_overrides={"id": pl.String}, infer_schema_length=None, glob=False
+            )
         else:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(path, glob=False)
     except Exception as err:  # polars raises many kinds: all mean "not a readable table"
         raise LabelSetError(
             f"{path}: cannot read label file ({type(err).__name__}: {err})".splitlines()[0]
@@ -208,16 +212,14 @@ def read_test_labels(path: str | os.PathLike[str]) -> TestLabels:
 # ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
-def write_label_set(
-    path: str | os.PathLike[str],
+def label_frame(
     ids: Sequence[str] | np.ndarray,
     s: np.ndarray | Mapping[str, np.ndarray] | None = None,
     *,
     y: np.ndarray | None = None,
-) -> Path:
-    """Write ids with one label set (``s`` an array), several (a mapping name -> array: ``s_<name>``
-    columns, or ``s`` for the name "s"), or none (a test set: ``y`` only). Parquet or CSV by suffix."""
-    path = Path(path)
+) -> pl.DataFrame:
+    """A label-set table from arrays: ids with one label set (``s`` an array: column ``s``), several (a
+    mapping name -> array: ``s_<name>`` columns, or ``s`` for the name "s"), or none (a test set: ``y`` only)."""
     data: dict[str, Any] = {"id": [str(i) for i in ids]}
     if isinstance(s, Mapping):
         for name, values in s.items():
@@ -227,14 +229,37 @@ def write_label_set(
         data["s"] = np.asarray(s, dtype=np.int8)
     if y is not None:
         data["y"] = np.asarray(y, dtype=np.int8)
-    frame = pl.DataFrame(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".csv":
-        frame.write_csv(path)
-    elif path.suffix.lower() == ".parquet":
-        frame.write_parquet(path)
-    else:
-        raise LabelSetError(f"{path}: a label set must be .parquet or .csv")
+    return pl.DataFrame(data, schema_overrides={"id": pl.String})
+
+
+def write_label_set(frame: Any, path: Any, *args: Any, y: np.ndarray | None = None) -> Path:
+    """Write a label-set table as Parquet or CSV (by the suffix of ``path``), atomically.
+
+    Args:
+        frame: The table (``id``, label columns ``s``/``s_<name>``, optionally ``y``), a polars frame.
+            The array form ``write_label_set(path, ids, s, y=...)`` (see :func:`label_frame`) is
+            accepted as well.
+        path: The file to write (.parquet or .csv); its folder is created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        LabelSetError: ``path`` is neither .parquet nor .csv.
+    """
+    if not isinstance(frame, pl.DataFrame):  # the array form: (path, ids, s=None, *, y=None)
+        frame, path = label_frame(path, *args, y=y), frame
+    elif args or y is not None:
+        raise ParameterError("frame", "carries its labels: give no ids, s or y with a frame")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in LABEL_SET_SUFFIXES:
+        raise LabelSetError(f"{path}: a label set must end in .parquet or .csv")
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            frame.write_parquet(tmp)
+        else:
+            frame.write_csv(tmp)
     return path
 
 
@@ -274,3 +299,71 @@ def describe_label_set(path: str | os.PathLike[str]) -> dict[str, Any]:
     if y is not None:
         summary["positives"] = int(y.sum())
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# a store's rows for a label set
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainingSet:
+    """The training rows of a label set: features, one label column per label set, the true labels."""
+
+    X: np.ndarray  # (N, D) in the store's dtype
+    S: np.ndarray  # (N, L) int8, column j = label set names[j]
+    y: np.ndarray | None  # (N,) int8
+    names: list[str]
+    rows: np.ndarray  # row of each sample in the store
+    store: Any
+    labels: Path
+
+
+@dataclass
+class TestSet:
+    """The rows of a test label set: features, true labels, and the store's class targets."""
+
+    __test__ = False  # not a pytest test class
+
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    targets: np.ndarray
+    class_names: list[str] | None
+
+
+def read_training_set(
+    store: Any, labels: str | os.PathLike[str], names: Sequence[str] | None = None, *, require_y: bool = False
+) -> TrainingSet:
+    """Features and labels of a label set's rows in an embedding store.
+
+    Args:
+        store: An open :class:`~impulses.embed.store.EmbeddingStore` (duck-typed: ``rows_of``, ``read``,
+            ``dtype``).
+        labels: The label file (.parquet/.csv); a path, never a glob pattern.
+        names: Only these label sets (column or short names); default all.
+        require_y: The caller needs the true labels (the pn loss): a file without ``y`` is an error.
+
+    Returns:
+        A :class:`TrainingSet`; float16 features stay float16.
+
+    Raises:
+        LabelSetError: a bad label file, ids the store lacks, or no ``y`` when required.
+    """
+    label_file = read_label_set(labels, names=names)
+    if require_y and label_file.y is None:
+        raise LabelSetError(f"{label_file.path}: no 'y' column, which training on the true labels (pn) needs")
+    rows = label_file.rows_in(store)
+    X = store.read(rows, dtype=store.dtype)
+    return TrainingSet(X, label_file.s, label_file.y, list(label_file.names), rows, store, label_file.path)
+
+
+def read_test_set(store: Any, labels: str | os.PathLike[str]) -> TestSet:
+    """Features, labels and class targets of a test label set's rows in an embedding store.
+
+    Raises:
+        LabelSetError: a bad test label file or ids the store lacks.
+    """
+    test_file = read_test_labels(labels)
+    rows = test_file.rows_in(store)
+    return TestSet(
+        store.read(rows, dtype=store.dtype), test_file.y, rows, store.targets[rows], store.class_names
+    )

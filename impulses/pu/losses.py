@@ -10,7 +10,7 @@ Notation, per head: g are the logits, P the rows labeled positive (s = 1), U the
   (its gradient is the gradient-ascent step on R_n that keeps the negative risk non-negative).
 - **uPU**: R_p + R_n of nnPU, never corrected.
 
-π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows (DESIGN.md).
+π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows.
 
 **Batches without a labeled positive or without an unlabeled row.** The risk estimators above need
 both kinds of rows; reference code divides by max(1, n_P), which on such a batch turns R_n into
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ParameterError
 
 Prior = float | Sequence[float] | torch.Tensor
 
@@ -68,14 +68,20 @@ def _per_head(value: Prior | None, k: int, like: torch.Tensor, name: str) -> tor
     return t
 
 
-def check_prior(prior: Prior | None, name: str = "prior") -> None:
-    """Every prior must lie strictly inside (0, 1): π = 1 divides by zero, π = 0 is not PU learning."""
+def check_prior(prior: Prior | None, name: str = "prior", *, param: str | None = None) -> None:
+    """Every prior must lie strictly inside (0, 1): π = 1 divides by zero, π = 0 is not PU learning.
+
+    Raises:
+        ParameterError: about ``param`` (default ``name``); with ``param``, ``name`` says which
+            prior within it (``"head 0 (nnpu): prior"``).
+    """
+    where = "" if param is None else f"{name} "
     if prior is None:
-        raise ImpulsesError(f"{name} is required by the PU losses (a value in (0, 1))")
+        raise ParameterError(param or name, f"{where}is required by the PU losses (a value in (0, 1))")
     values = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
     bad = values[(values <= 0) | (values >= 1) | ~torch.isfinite(values)]
     if bad.numel():
-        raise ImpulsesError(f"{name} {bad[0].item():g} is not in (0, 1)")
+        raise ParameterError(param or name, f"{where}{bad[0].item():g} is not in (0, 1)")
 
 
 def _finish(obj: torch.Tensor, squeeze: bool) -> torch.Tensor:
@@ -240,7 +246,7 @@ def get_loss(name: str) -> LossSpec:
     try:
         return LOSSES[name.lower()]
     except KeyError:
-        raise ImpulsesError(f"unknown loss {name!r} (choose from {', '.join(LOSSES)})") from None
+        raise ParameterError("loss", f"must be one of {', '.join(LOSSES)}: unknown loss {name!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------

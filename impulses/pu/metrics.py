@@ -1,4 +1,4 @@
-"""Test-set metrics per head: accuracy, F1, ROC-AUC and average precision, via scikit-learn.
+"""Test-set metrics per head: accuracy, F1, ROC-AUC and average precision (scikit-learn's, imported when used).
 
 Scores are logits; the decision is ``logit > 0`` (the sign rule of the reference code, where a logit
 of exactly 0 counts as negative). F1 is that of the positive class, 0 when a head predicts no
@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ParameterError
 
 METRICS = ("accuracy", "f1", "auc", "ap")
 
@@ -27,9 +26,9 @@ def _check(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores = scores[:, None] if scores.ndim == 1 else scores
     y = np.asarray(y).reshape(-1)
     if scores.ndim != 2 or scores.shape[0] != y.shape[0]:
-        raise ImpulsesError(f"{scores.shape[0]} scores but {y.shape[0]} labels")
+        raise ParameterError(("scores", "y"), f"do not fit: {scores.shape[0]} scores but {y.shape[0]} labels")
     if not np.isin(y, (0, 1)).all():
-        raise ImpulsesError("test labels must be 0 or 1")
+        raise ParameterError("y", "must hold only 0 and 1")
     return scores, y.astype(np.int64)
 
 
@@ -68,6 +67,21 @@ def fast_auc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return np.full(scores.shape[1], np.nan)
-    ranks = rankdata(scores, axis=0)
-    rank_sum = ranks[y == 1].sum(0)
+    rank_sum = average_ranks(scores)[y == 1].sum(0)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def average_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks of each column's values, ties sharing their average rank (scipy's ``rankdata``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n, k = scores.shape
+    order = np.argsort(scores, axis=0, kind="stable")
+    ranks = np.empty((n, k), dtype=np.float64)
+    for j in range(k):
+        sorted_j = scores[order[:, j], j]
+        # runs of equal values: each gets the mean of the positions it spans (1-based)
+        starts = np.flatnonzero(np.concatenate([[True], sorted_j[1:] != sorted_j[:-1]]))
+        ends = np.concatenate([starts[1:], [n]])
+        mean_rank = (starts + ends + 1) / 2.0
+        ranks[order[:, j], j] = np.repeat(mean_rank, ends - starts)
+    return ranks

@@ -1,7 +1,7 @@
 """Class-prior estimation from PU data: BBE (Garg et al. 2021) and Elkan–Noto (2008), plus prior conversions.
 
 Both estimators return π = p(y=1 | s=0), the share of positives among the unlabeled samples, which
-is DESIGN.md's prior convention. For BBE that is exactly the quantity it estimates: the mixture
+is the project's prior convention. For BBE that is exactly the quantity it estimates: the mixture
 proportion of the positive distribution in the unlabeled distribution (under SCAR, labeled
 positives are a random sample of all positives, so U = π·P + (1−π)·N).
 
@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 
 # --------------------------------------------------------------------------------------------------
 # Conversions between the overall class prior p(y=1) and π = p(y=1 | s=0)
 # --------------------------------------------------------------------------------------------------
 def prior_from_class_prior(class_prior: float, label_frequency: float) -> float:
-    """π = p(y=1|s=0) from p = p(y=1) and c = p(s=1|y=1): π = (1−c)·p / (1−c·p) (DESIGN.md)."""
+    """π = p(y=1|s=0) from p = p(y=1) and c = p(s=1|y=1): π = (1−c)·p / (1−c·p)."""
     _check_unit("class_prior", class_prior)
     _check_unit("label_frequency", label_frequency)
     denominator = 1.0 - label_frequency * class_prior
@@ -47,7 +47,7 @@ def class_prior_from_prior(prior: float, label_frequency: float) -> float:
 
 def _check_unit(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0 or math.isnan(value):
-        raise ImpulsesError(f"{name} = {value}: must be in [0, 1]")
+        raise ParameterError(name, f"= {value}: must be in [0, 1]")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,7 +85,9 @@ def bbe_from_scores(
     if not (np.isfinite(p).all() and np.isfinite(u).all()):
         raise ImpulsesError("BBE: the classifier's scores hold NaN or Inf")
     if not (0.0 < delta < 1.0 and gamma >= 0.0):
-        raise ImpulsesError(f"BBE: need 0 < delta < 1 and gamma >= 0 (got delta={delta}, gamma={gamma})")
+        raise ParameterError(
+            ("delta", "gamma"), f"must be 0 < delta < 1 and gamma >= 0 (got {delta}, {gamma})"
+        )
     thresholds = np.unique(np.concatenate([p, u]))
     q_p = (p.size - np.searchsorted(p, thresholds, side="left")) / p.size
     q_u = (u.size - np.searchsorted(u, thresholds, side="left")) / u.size
@@ -163,10 +165,12 @@ def held_out_scores(
     X = np.asarray(X)
     s = np.asarray(s).astype(np.int64).ravel()
     if X.ndim != 2 or X.shape[0] != s.shape[0]:
-        raise ValueError(f"held_out_scores: X has shape {X.shape} but s has {s.shape[0]} entries")
+        raise ParameterError(("X", "s"), f"do not fit: X has shape {X.shape} but s has {s.shape[0]} entries")
     if not np.isin(s, (0, 1)).all():
-        raise ImpulsesError("prior estimation: s must be 0 (unlabeled) or 1 (labeled positive)")
-    folds = max(2, int(n_folds))
+        raise ParameterError("s", "must be 0 (unlabeled) or 1 (labeled positive)")
+    if int(n_folds) < 2:
+        raise ParameterError("n_folds", f"must be at least 2, got {n_folds}")
+    folds = int(n_folds)
     n_lab, n_unl = int(s.sum()), int((s == 0).sum())
     if min(n_lab, n_unl) < folds:
         raise ImpulsesError(
@@ -199,7 +203,9 @@ def estimate_prior(
     """Estimate π = p(y=1|s=0) from features ``X`` and PU labels ``s`` with each of ``methods``."""
     unknown = [m for m in methods if m not in ("bbe", "elkan-noto")]
     if unknown:
-        raise ImpulsesError(f"unknown prior estimator(s) {unknown} (known: bbe, elkan-noto)")
+        raise ParameterError(
+            "methods", f"holds unknown prior estimator(s) {unknown} (known: bbe, elkan-noto)"
+        )
     s = np.asarray(s).astype(np.int64).ravel()
     logits, probs = held_out_scores(X, s, n_folds=n_folds, cross_fit=cross_fit, C=C, seed=seed)
     scored = np.isfinite(logits)
@@ -213,3 +219,80 @@ def estimate_prior(
             probs[scored & (s == 1)], n_labeled=int(s.sum()), n_unlabeled=int((s == 0).sum())
         )
     return results
+
+
+def auto_prior(X: np.ndarray, s: np.ndarray, *, label_set: str | None = None) -> PriorEstimate:
+    """The BBE estimate of π = p(y=1 | s=0) from one label set's features (Garg et al. 2021), for ``priors="auto"``.
+
+    Args:
+        X: Features (N, D) of the label set's rows.
+        s: Its labels (N,), 1 = labeled positive.
+        label_set: Its name, for the error message.
+
+    Returns:
+        The estimate (``prior`` in (0, 1), with BBE's interval).
+
+    Raises:
+        ParameterError: about ``priors`` when the estimate is 0 or 1 (no usable prior).
+    """
+    estimate = estimate_prior(X, s, methods=("bbe",))["bbe"]
+    if not 0 < estimate.prior < 1:
+        which = f" for label set {label_set}" if label_set is not None else ""
+        raise ParameterError(
+            "priors",
+            f"auto: the BBE estimate{which} is {estimate.prior:g}, not in (0, 1); give the prior as a number",
+        )
+    return estimate
+
+
+def prior_report(
+    X: np.ndarray, s: np.ndarray, y: np.ndarray | None = None, *, n_folds: int = 2, seed: int = 0
+) -> dict[str, Any]:
+    """BBE and Elkan–Noto estimates of π for one label set, with the class prior p(y=1) each implies.
+
+    Args:
+        X: Features (N, D).
+        s: Labels (N,), 1 = labeled positive.
+        y: True labels (N,), when known: the true π and each estimate's error are added.
+        n_folds: Cross-fitting folds of the P-vs-U classifier (at least 2).
+        seed: Seed of the folds.
+
+    Returns:
+        ``{"n_labeled", "n_unlabeled", "convention", "estimates": {method: {...PriorEstimate,
+        "class_prior", "error"}}, "true_prior", "true_class_prior"}``; p(y=1) comes from
+        :func:`class_prior_from_prior` at the label frequency c the estimate implies.
+
+    Raises:
+        ParameterError: ``n_folds`` < 2, or ``s`` not 0/1.
+    """
+    if int(n_folds) < 2:
+        raise ParameterError("n_folds", f"must be at least 2, got {n_folds}")
+    s = np.asarray(s).astype(np.int64).ravel()
+    estimates = estimate_prior(X, s, n_folds=n_folds, seed=seed)
+    n_l, n_u = int(s.sum()), int((s == 0).sum())
+    true_prior = None
+    if y is not None:
+        y = np.asarray(y).astype(np.int64).ravel()
+        true_prior = float(y[s == 0].mean()) if n_u else None
+
+    def class_prior(prior: float) -> float:
+        # c = p(s=1|y=1) = n_L / (n_L + π·n_U): the label frequency that π implies for these counts
+        positives = n_l + prior * n_u
+        if prior <= 0 or positives <= 0:  # no unlabeled positive: p(y=1) is the labeled share
+            return n_l / max(n_l + n_u, 1)
+        return class_prior_from_prior(prior, n_l / positives)
+
+    report: dict[str, Any] = {
+        "n_labeled": n_l,
+        "n_unlabeled": n_u,
+        "convention": "prior = p(y=1 | s=0), the share of positives among the unlabeled",
+        "estimates": {},
+        "true_prior": true_prior,
+        "true_class_prior": None if true_prior is None else class_prior(true_prior),
+    }
+    for name, est in estimates.items():
+        entry = est.as_dict()
+        entry["class_prior"] = class_prior(est.prior)
+        entry["error"] = None if true_prior is None else est.prior - true_prior
+        report["estimates"][name] = entry
+    return report

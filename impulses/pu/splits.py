@@ -1,4 +1,4 @@
-"""PU splits: from a store's class targets to label sets in DESIGN.md's format.
+"""PU splits: from a store's class targets to label sets (the format of :mod:`impulses.pu.labels`).
 
 A split picks the positive classes, optionally downsamples the positives (seeded) to reach a chosen
 imbalance, and labels an exact share ``c`` of them (``round(c * n_positive)``, half up): the labeled
@@ -17,21 +17,16 @@ The presets reproduce the paper's Table I (CIFAR-10 and CIFAR-100) and its Fashi
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from impulses.atomic import atomic_path
 from impulses.catalog import CIFAR10_CLASSES, CIFAR100_CLASSES, CIFAR100_SUPERCLASSES, FASHION_MNIST_CLASSES
-from impulses.errors import ImpulsesError, LabelSetError
-
-LABEL_SET_SUFFIXES = (".parquet", ".csv")
+from impulses.errors import ImpulsesError, ParameterError
 
 
 def _norm(name: str) -> str:
@@ -55,8 +50,8 @@ def parse_class_list(text: str) -> list[str]:
     """``"0,1,8,9"`` or ``"airplane, ship"`` -> tokens; empty tokens are an error."""
     tokens = [token.strip() for token in text.split(",")]
     if not tokens or any(not token for token in tokens):
-        raise ImpulsesError(
-            f"--positive-classes {text!r}: give a comma-separated list of class indices or names"
+        raise ParameterError(
+            "positive_classes", f"{text!r}: give a comma-separated list of class indices or names"
         )
     return tokens
 
@@ -81,10 +76,11 @@ def resolve_classes(
         if re.fullmatch(r"-?\d+", text):
             index = int(text)
             if index < 0 or (known is not None and index >= known):
-                raise ImpulsesError(
-                    f"--positive-classes: class index {index} is out of range (the store has {known} classes: 0..{known - 1})"
+                raise ParameterError(
+                    "positive_classes",
+                    f"class index {index} is out of range (the store has {known} classes: 0..{known - 1})"
                     if known
-                    else f"--positive-classes: class index {index} is out of range"
+                    else f"class index {index} is out of range",
                 )
             resolved.append(index)
         elif _norm(text) in by_name:
@@ -92,19 +88,20 @@ def resolve_classes(
         elif _is_cifar100(class_names) and _norm(text) in CIFAR100_SUPERCLASSES:
             resolved.extend(by_name[_norm(fine)] for fine in CIFAR100_SUPERCLASSES[_norm(text)])
         elif class_names is None:
-            raise ImpulsesError(
-                f"--positive-classes: class {text!r} given by name, but the store has no class names (use indices)"
+            raise ParameterError(
+                "positive_classes",
+                f"class {text!r} given by name, but the store has no class names (use indices)",
             )
         else:
             listing = ", ".join(f"{i} {name}" for i, name in enumerate(class_names))
             if len(listing) > 400:
                 listing = listing[:400] + " ..."
-            raise ImpulsesError(
-                f"--positive-classes: unknown class {text!r} (the store's classes: {listing})"
+            raise ParameterError(
+                "positive_classes", f"unknown class {text!r} (the store's classes: {listing})"
             )
     unique = sorted(set(resolved))
     if not unique:
-        raise ImpulsesError("--positive-classes: no class given")
+        raise ParameterError("positive_classes", "no class given")
     return unique
 
 
@@ -112,7 +109,7 @@ def resolve_classes(
 # Presets (the paper's Table I)
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Preset:
+class SplitPreset:
     """A named split: the dataset it is for, its positive classes, the positives kept and c."""
 
     name: str
@@ -124,10 +121,10 @@ class Preset:
     description: str
 
 
-PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, SplitPreset] = {
     preset.name: preset
     for preset in (
-        Preset(
+        SplitPreset(
             "cifar10-imbalanced",
             "CIFAR-10 (train, 50,000 images)",
             CIFAR10_CLASSES,
@@ -136,7 +133,7 @@ PRESETS: dict[str, Preset] = {
             0.2,
             "vehicles (0,1,8,9) positive, downsampled to 3,000 vs 30,000 negatives; 600 L + 32,400 U, π = 0.0741",
         ),
-        Preset(
+        SplitPreset(
             "cifar100-vehicles",
             "CIFAR-100 (train, 50,000 images)",
             CIFAR100_CLASSES,
@@ -145,7 +142,7 @@ PRESETS: dict[str, Preset] = {
             0.2,
             "superclasses vehicles 1 + vehicles 2 positive: 5,000 vs 45,000; 1,000 L + 49,000 U, π = 0.0816",
         ),
-        Preset(
+        SplitPreset(
             "fashion-mnist-imbalanced",
             "Fashion-MNIST (train, 60,000 images)",
             FASHION_MNIST_CLASSES,
@@ -158,15 +155,15 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str) -> Preset:
-    """The preset called ``name``; an unknown name is an error listing the known ones."""
+def get_split_preset(name: str) -> SplitPreset:
+    """The split preset called ``name``; an unknown name is a ParameterError about ``preset`` listing the known ones."""
     try:
         return PRESETS[name]
     except KeyError:
-        raise ImpulsesError(f"--preset {name!r} is not a preset (known: {', '.join(PRESETS)})") from None
+        raise ParameterError("preset", f"{name!r} is not a preset (known: {', '.join(PRESETS)})") from None
 
 
-def preset_classes(preset: Preset, class_names: Sequence[str] | None, n_classes: int) -> list[int]:
+def preset_classes(preset: SplitPreset, class_names: Sequence[str] | None, n_classes: int) -> list[int]:
     """The preset's positive class indices for a store; refuses a store of another dataset.
 
     A store with class names must have exactly the preset dataset's names; one without must not
@@ -175,13 +172,14 @@ def preset_classes(preset: Preset, class_names: Sequence[str] | None, n_classes:
     if class_names is not None:
         if [_norm(n) for n in class_names] != [_norm(n) for n in preset.classes]:
             shown = ", ".join(list(class_names)[:12]) + (" ..." if len(class_names) > 12 else "")
-            raise ImpulsesError(
-                f"--preset {preset.name} is for {preset.dataset}, but the store's classes are: {shown}"
+            raise ParameterError(
+                "preset", f"{preset.name} is for {preset.dataset}, but the store's classes are: {shown}"
             )
     elif n_classes > len(preset.classes):
-        raise ImpulsesError(
-            f"--preset {preset.name} is for {preset.dataset} ({len(preset.classes)} classes), "
-            f"but the store's targets reach class {n_classes - 1}"
+        raise ParameterError(
+            "preset",
+            f"{preset.name} is for {preset.dataset} ({len(preset.classes)} classes), "
+            f"but the store's targets reach class {n_classes - 1}",
         )
     return resolve_classes(preset.positive, preset.classes)
 
@@ -207,7 +205,7 @@ class SplitStats:
 
     @property
     def prior(self) -> float:
-        """π = p(y=1 | s=0): the share of positives among the unlabeled (DESIGN.md's convention)."""
+        """π = p(y=1 | s=0): the share of positives among the unlabeled (the project's convention)."""
         return self.n_unlabeled_positive / self.n_unlabeled if self.n_unlabeled else float("nan")
 
     @property
@@ -299,34 +297,34 @@ def make_split(
     if ids.shape != targets.shape:
         raise ValueError(f"make_split: {ids.shape[0]} ids but {targets.shape[0]} targets")
     if not 0.0 < label_frequency <= 1.0:
-        raise ImpulsesError(f"--label-frequency {label_frequency}: must be in (0, 1]")
+        raise ParameterError("label_frequency", f"must be in (0, 1], got {label_frequency}")
     if n_label_sets < 1:
-        raise ImpulsesError(f"--n-label-sets {n_label_sets}: must be at least 1")
+        raise ParameterError("n_label_sets", f"must be at least 1, got {n_label_sets}")
     known = targets >= 0
     is_pos = np.isin(targets, np.asarray(list(positive_classes), dtype=np.int64)) & known
     pos_rows = np.flatnonzero(is_pos)
     neg_rows = np.flatnonzero(known & ~is_pos)
     if pos_rows.size == 0:
-        raise ImpulsesError(
-            f"--positive-classes {list(positive_classes)}: no sample of these classes in the store"
+        raise ParameterError(
+            "positive_classes", f"{list(positive_classes)}: no sample of these classes in the store"
         )
     if neg_rows.size == 0:
-        raise ImpulsesError("--positive-classes covers every class: a PU split needs negatives")
+        raise ParameterError("positive_classes", "covers every class: a PU split needs negatives")
 
     seeds = np.random.SeedSequence(seed).spawn(1 + n_label_sets)
     if n_positive is not None:
         if n_positive < 1:
-            raise ImpulsesError(f"--n-positive {n_positive}: must be at least 1")
+            raise ParameterError("n_positive", f"must be at least 1, got {n_positive}")
         if n_positive > pos_rows.size:
-            raise ImpulsesError(
-                f"--n-positive {n_positive} is more than the {pos_rows.size} positives available"
+            raise ParameterError(
+                "n_positive", f"{n_positive} is more than the {pos_rows.size} positives available"
             )
         pos_rows = np.sort(np.random.default_rng(seeds[0]).choice(pos_rows, size=n_positive, replace=False))
     n_pos = int(pos_rows.size)
     n_lab = n_labeled_for(n_pos, label_frequency)
     if n_lab < 1:
-        raise ImpulsesError(
-            f"--label-frequency {label_frequency} labels no positive out of {n_pos} (round(c * n) = 0)"
+        raise ParameterError(
+            "label_frequency", f"{label_frequency} labels no positive out of {n_pos} (round(c * n) = 0)"
         )
 
     keep = np.sort(np.concatenate([pos_rows, neg_rows]))
@@ -364,18 +362,97 @@ def make_test_labels(
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing
+# A split of an embedding store
 # --------------------------------------------------------------------------------------------------
-def write_label_frame(frame: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a label-set table as Parquet or CSV (by suffix), atomically: a temp file in the same folder, then
-    a rename, so a reader never sees half a file. (:func:`impulses.pu.labels.write_label_set` writes arrays.)"""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in LABEL_SET_SUFFIXES:
-        raise LabelSetError(f"{path}: a label set must end in .parquet or .csv")
-    with atomic_path(path) as tmp:
-        if suffix == ".parquet":
-            frame.write_parquet(tmp)
-        else:
-            frame.write_csv(tmp)
-    return path
+@dataclass(frozen=True)
+class StoreSplit:
+    """A PU split of a store: the split, its positive classes and their names, the test label table."""
+
+    split: PUSplit
+    classes: list[int]
+    class_names: list[str]
+    test_labels: pl.DataFrame | None
+    preset: str | None = None
+    seed: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and settings of the split (what ``impulses split --json`` prints, less file paths)."""
+        data: dict[str, Any] = {
+            "preset": self.preset,
+            "positive_classes": [int(c) for c in self.classes],
+            "positive_class_names": list(self.class_names),
+            "seed": self.seed,
+            "label_sets": self.split.label_columns,
+            **self.split.stats.as_dict(),
+        }
+        if self.test_labels is not None:
+            data.update(test_rows=self.test_labels.height, test_positive=int(self.test_labels["y"].sum()))
+        return data
+
+
+def split_store(
+    store: Any,
+    *,
+    positive_classes: str | Sequence[str | int] | None = None,
+    preset: str | None = None,
+    n_positive: int | None = None,
+    label_frequency: float | None = None,
+    seed: int = 0,
+    n_label_sets: int = 1,
+    test_store: Any = None,
+) -> StoreSplit:
+    """Draw a PU split of a store's samples from its class targets, and label a test store alike.
+
+    Args:
+        store: The training :class:`~impulses.embed.store.EmbeddingStore` (``ids``, ``targets``,
+            ``class_names``).
+        positive_classes: Class indices or names ("0,1,8,9" or a list; a CIFAR-100 store also takes
+            superclass names). Exactly one of this and ``preset``.
+        preset: A split of the paper's Table I (:data:`PRESETS`); its n_positive and label frequency
+            apply unless given here.
+        n_positive: Keep this many positives (seeded); default all, or the preset's.
+        label_frequency: c, the share of kept positives labeled; default 0.2, or the preset's.
+        seed: Seed of the downsampling and the labeled subsets.
+        n_label_sets: K independent labeled subsets (columns s_0..s_K-1).
+        test_store: A test store to label (id, y) with the same positive classes.
+
+    Returns:
+        A :class:`StoreSplit`.
+
+    Raises:
+        ParameterError: both or neither of ``positive_classes``/``preset``, unknown classes, a preset
+            of another dataset, counts out of range, or a test store with other class names.
+    """
+    if (positive_classes is None) == (preset is None):
+        raise ParameterError(("positive_classes", "preset"), "exclude each other: give exactly one")
+    targets = check_targets(store.targets, where=str(getattr(store, "path", "the store")))
+    names = store.class_names
+    n_classes = int(targets.max()) + 1
+    if preset is not None:
+        spec = get_split_preset(preset)
+        classes = preset_classes(spec, names, n_classes)
+        n_positive = spec.n_positive if n_positive is None else n_positive
+        label_frequency = spec.label_frequency if label_frequency is None else label_frequency
+    else:
+        tokens = parse_class_list(positive_classes) if isinstance(positive_classes, str) else positive_classes
+        classes = resolve_classes(list(tokens or []), names, n_classes=n_classes)
+    test_labels = None
+    if test_store is not None:
+        test_names = test_store.class_names
+        if names is not None and test_names is not None and list(test_names) != list(names):
+            raise ParameterError("test_store", "has other class names than store")
+        where = str(getattr(test_store, "path", "the test store"))
+        test_labels = make_test_labels(
+            test_store.ids, check_targets(test_store.targets, where=where), classes
+        )
+    split = make_split(
+        store.ids,
+        targets,
+        classes,
+        n_positive=n_positive,
+        label_frequency=0.2 if label_frequency is None else label_frequency,
+        seed=seed,
+        n_label_sets=n_label_sets,
+    )
+    class_names = [names[c] if names and c < len(names) else str(c) for c in classes]
+    return StoreSplit(split, classes, class_names, test_labels, preset, seed)

@@ -53,7 +53,10 @@ def test_every_method_is_run_on_every_label_set(run) -> None:
     per_set = runs.group_by("method").agg(pl.col("label_set").n_unique().alias("sets"), pl.len().alias("n"))
     counts = {row["method"]: (row["sets"], row["n"]) for row in per_set.iter_rows(named=True)}
     assert counts["ImPULSeS"] == counts["nnPU"] == counts["wBCE"] == counts["BCE"] == (2, 2)
-    assert counts["PN (upper bound)"] == (2, 4)  # with pretraining (linear head) and end to end
+    # PN trains on y: one linear head (no label set) and one end-to-end run per label set
+    assert counts["PN (upper bound)"] == (3, 3)  # label sets None (the linear head), 0 and 1
+    pn = runs.filter((pl.col("method") == "PN (upper bound)") & pl.col("pretrained"))
+    assert pn.height == 1 and pn["label_set"].to_list() == [None]
     assert counts["imbnnPU"] == (2, 2)  # end to end, without pretraining
     # the sweep: b = 0.5 and 2 (b = 1 is the ImPULSeS head itself, 20·π >= 1 is skipped)
     sweep = runs.filter(pl.col("method") == SWEEP)

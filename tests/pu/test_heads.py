@@ -7,18 +7,14 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-import impulses.pu.heads as heads_module
-from impulses.errors import ImpulsesError
-from impulses.pu.heads import (
-    HeadSpec,
-    _epoch_order,
-    head_grid,
-    linear_init,
-    load_heads,
-    save_heads,
-    train_heads,
-)
+import impulses.pu.kernels as kernels_module
+import impulses.pu.trainer as trainer_module
+from impulses.errors import ImpulsesError, ParameterError
+from impulses.pu.heads import HeadSpec, load_heads, save_heads, train_heads
 from impulses.pu.losses import LOSSES
+from impulses.pu.sweep import head_grid
+from impulses.pu.trainer import epoch_order as _epoch_order
+from impulses.pu.trainer import linear_init
 
 KERNELS = pytest.mark.parametrize("kernel", ["fused", "torch"])
 
@@ -111,7 +107,7 @@ def test_linear_init_is_torch_default_linear_init() -> None:
 def test_one_head_equals_autograd_adam_reference(
     head: HeadSpec, fused_adam: bool, kernel: str, monkeypatch
 ) -> None:
-    monkeypatch.setattr(heads_module, "USE_FUSED_ADAM", fused_adam)
+    monkeypatch.setattr(trainer_module, "USE_FUSED_ADAM", fused_adam)
     X, s, _ = pu_data()
     stats: dict = {}
     w_ref, b_ref, _ = reference_train(X, s, head, epochs=6, batch_size=64, lr=3e-3, stats=stats)
@@ -152,7 +148,7 @@ def test_skipped_batches_match_a_reference_that_skips_the_step() -> None:
 @KERNELS
 def test_k_heads_together_equal_each_head_trained_alone(kernel: str, monkeypatch) -> None:
     # heads whose step counts differ take the masked Adam update; make the lone runs take it too
-    monkeypatch.setattr(heads_module, "USE_FUSED_ADAM", False)
+    monkeypatch.setattr(trainer_module, "USE_FUSED_ADAM", False)
     X, s, y = pu_data(n=500)
     rng = np.random.default_rng(5)
     s2 = ((y == 1) & (rng.random(len(y)) < 0.1)).astype(np.int64)  # a sparser second label set
@@ -280,7 +276,7 @@ def test_fused_kernel_weights_do_not_depend_on_the_thread_count(order: dict) -> 
         train_heads(X.astype(np.float16), s, heads, epochs=3, batch_size=64, threads=n, **order)
         for n in (1, 2, 3)
     ]
-    assert [r.config["threads"] for r in runs] == [1, 2, 3] or heads_module.available_cpus() < 3
+    assert [r.config["threads"] for r in runs] == [1, 2, 3] or trainer_module.available_cpus() < 3
     for run in runs[1:]:
         np.testing.assert_array_equal(run.W, runs[0].W)
         np.testing.assert_array_equal(run.b, runs[0].b)
@@ -337,19 +333,20 @@ def test_fused_kernel_steps_only_heads_with_p_and_u_in_the_batch() -> None:
 
 def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
     X, s, _ = pu_data(n=100)
-    few = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(heads_module.FUSED_MAX_HEADS)]
+    few = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(kernels_module.FUSED_MAX_HEADS)]
     fused = train_heads(X, s, few, epochs=1)
     assert fused.config["kernel"] == "fused"
     assert fused.config["threads"] == 1  # 12 features: one column block, one thread
     wide, _, _ = pu_data(n=100, d=3 * 256)
     threads = train_heads(wide, s, few[:1], epochs=1).config["threads"]
-    assert threads == min(3, heads_module.available_cpus())  # one thread per block, at most the cores
+    assert threads == min(3, trainer_module.available_cpus())  # one thread per block, at most the cores
     many = [*few, HeadSpec("bce")]
     assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
     with pytest.raises(ImpulsesError, match="kernel must be one of"):
         train_heads(X, s, few, epochs=1, kernel="cuda")
-    with pytest.raises(ImpulsesError, match="--kernel fused runs on the CPU, not cuda"):
-        heads_module.check_kernel("fused", torch.device("cuda"), "--kernel")  # refused before any work
+    with pytest.raises(ParameterError, match="kernel fused runs on the CPU, not cuda") as info:
+        kernels_module.check_kernel("fused", torch.device("cuda"))  # refused before any work
+    assert info.value.params == ("kernel",)
 
 
 def test_without_numba_auto_falls_back_to_the_torch_kernel(monkeypatch) -> None:
@@ -401,8 +398,9 @@ def test_head_grid_deduplicates_prior_free_losses() -> None:
     assert len(pn) == 2 and {g.label_set for g in pn} == {"y"} and {g.spec.column for g in pn} == {2}
     assert {g.spec.prior for g in pu} == {0.05, 0.1, 0.2}
     assert len({g.spec.name for g in grid}) == len(grid)
-    with pytest.raises(ImpulsesError, match=r"--distortion 10 x --prior 0.2 = 2"):
+    with pytest.raises(ParameterError, match=r"10 x prior 0.2 = 2, not in") as info:
         head_grid(["nnpu"], [0.2], [10.0], [0], ["s"])
+    assert info.value.params == ("distortions", "priors")
     with pytest.raises(ImpulsesError, match="needs a prior"):
         head_grid(["nnpu"], [], [1.0], [0], ["s"])
 
@@ -411,14 +409,34 @@ def test_heads_file_round_trip(tmp_path) -> None:
     X, s, _ = pu_data(n=100)
     result = train_heads(X, s, [HeadSpec("bce", name="b0"), HeadSpec("imbnnpu", 0.2, name="i0")], epochs=1)
     path = save_heads(tmp_path / "h" / "heads.pt", result, store_dim=12)
-    payload = load_heads(path)
-    np.testing.assert_array_equal(payload["W"].numpy(), result.W)
-    assert [h["name"] for h in payload["heads"]] == ["b0", "i0"] and payload["dim"] == 12
+    loaded = load_heads(path)
+    np.testing.assert_array_equal(loaded.W, result.W)
+    np.testing.assert_array_equal(loaded.decision_function(X), result.decision_function(X))
+    assert loaded.heads == result.heads and loaded.names == ["b0", "i0"]
+    assert loaded.meta == {"store_dim": 12} and loaded.config == result.config
+    assert loaded.skipped_batches.tolist() == result.skipped_batches.tolist()
+    assert [p.name for p in path.parent.iterdir()] == ["heads.pt"]  # no temporary file left
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ImpulsesError, match="not a heads file"):
         load_heads(tmp_path / "junk.pt")
     with pytest.raises(ImpulsesError, match="no such heads file"):
         load_heads(tmp_path / "missing.pt")
+
+
+def test_score_store_gives_one_logit_column_per_head(tmp_path) -> None:
+    from impulses.embed.store import EmbeddingStore
+
+    X, s, _ = pu_data(n=100)
+    result = train_heads(X, s, [HeadSpec("bce", name="b0"), HeadSpec("imbnnpu", 0.2)], epochs=1)
+    store = EmbeddingStore.write(tmp_path / "s.h5", X, [f"r{i}" for i in range(100)], dtype="float32")
+    scores = result.score_store(store, batch_rows=30)
+    assert scores.columns == ["id", "b0", "head1"] and scores["id"].to_list()[:2] == ["r0", "r1"]
+    expected = X @ result.W + result.b
+    np.testing.assert_allclose(scores.select("b0", "head1").to_numpy(), expected, rtol=1e-5, atol=1e-5)
+    narrow = EmbeddingStore.write(tmp_path / "n.h5", X[:, :5], [f"r{i}" for i in range(100)])
+    with pytest.raises(ParameterError, match="has dim 5, but the heads were trained on dim 12") as info:
+        result.score_store(EmbeddingStore.open(narrow.path))
+    assert info.value.params == ("store",)
 
 
 @pytest.mark.gpu

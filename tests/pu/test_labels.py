@@ -11,7 +11,16 @@ import pytest
 from impulses.embed.store import EmbeddingStore
 from impulses.errors import ImpulsesError, LabelSetError
 from impulses.info import describe
-from impulses.pu.labels import describe_label_set, read_label_set, read_test_labels, write_label_set
+from impulses.pu.labels import (
+    describe_label_set,
+    label_frame,
+    read_label_set,
+    read_test_labels,
+    read_test_set,
+    read_training_set,
+    write_label_set,
+)
+from impulses.pu.splits import make_split
 
 IDS = [f"img/{i}" for i in range(8)]
 
@@ -143,3 +152,76 @@ def test_describe_counts_and_prior(tmp_path: Path) -> None:
 
 def test_label_set_error_is_an_impulses_error() -> None:
     assert issubclass(LabelSetError, ImpulsesError)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_write_label_set_round_trips_and_leaves_no_temp_file(tmp_path, suffix):
+    split = make_split(
+        [f"train/{i}" for i in range(100)], np.repeat(np.arange(5), 20), [0, 1], n_label_sets=2
+    )
+    path = write_label_set(split.labels, tmp_path / "sub" / f"labels{suffix}")
+    back = pl.read_parquet(path) if suffix == ".parquet" else pl.read_csv(path)
+    assert back.columns == ["id", "y", "s_0", "s_1"]
+    assert back["id"].to_list() == split.labels["id"].to_list()
+    assert back["s_1"].to_list() == split.labels["s_1"].to_list()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_write_label_set_is_atomic_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "labels.parquet"
+    path.write_bytes(b"previous")
+
+    def boom(self, target):
+        Path(target).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_label_set(pl.DataFrame({"id": ["a"], "s": [1]}), path)
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["labels.parquet"]
+
+
+def test_write_label_set_refuses_other_suffixes(tmp_path):
+    with pytest.raises(LabelSetError, match=r"labels.txt: a label set must end in .parquet or .csv"):
+        write_label_set(pl.DataFrame({"id": ["a"], "s": [1]}), tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("name", ["run[1].csv", "l?.parquet", "étiquettes*.csv", "l[ab].parquet"])
+def test_label_files_whose_names_look_like_globs_are_read_as_paths(tmp_path, name):
+    (tmp_path / "run1.csv").write_text("id,s\nx,1\n")  # what a glob would wrongly match
+    (tmp_path / "l1.parquet").write_bytes(b"")
+    (tmp_path / "la.parquet").write_bytes(b"")
+    path = write_label_set(
+        label_frame(["a", "b", "c"], np.array([1, 0, 0]), y=np.array([1, 1, 0])), tmp_path / name
+    )
+    labels = read_label_set(path)
+    assert labels.ids.tolist() == ["a", "b", "c"] and labels.s[:, 0].tolist() == [1, 0, 0]
+    assert read_test_labels(path).y.tolist() == [1, 1, 0]
+
+
+def test_training_and_test_sets_read_a_stores_rows(tmp_path):
+    from impulses.embed.store import EmbeddingStore
+
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    store = EmbeddingStore.write(
+        tmp_path / "s[1].h5", X, [f"r{i}" for i in range(6)], targets=[0, 1, 2, 0, 1, 2]
+    )
+    labels = write_label_set(
+        label_frame(
+            ["r4", "r1", "r2"], {"a": np.array([1, 0, 0]), "b": np.array([0, 1, 0])}, y=np.array([1, 1, 0])
+        ),
+        tmp_path / "l[1].csv",
+    )
+    train = read_training_set(store, labels, names=["b"])
+    assert train.names == ["s_b"] and train.rows.tolist() == [4, 1, 2] and train.S[:, 0].tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(train.X, X[[4, 1, 2]].astype(np.float16))
+    assert train.X.dtype == np.float16 and train.y.tolist() == [1, 1, 0] and train.labels == labels
+    test = read_test_set(store, labels)
+    assert test.targets.tolist() == [1, 1, 2] and test.y.tolist() == [1, 1, 0]
+    no_y = write_label_set(label_frame(["r0"], np.array([1])), tmp_path / "no_y.csv")
+    with pytest.raises(LabelSetError, match="no 'y' column"):
+        read_training_set(store, no_y, require_y=True)

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from impulses.catalog import FASHION_MNIST_CLASSES
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.prior import (
+    auto_prior,
     bbe_from_scores,
     class_prior_from_prior,
     elkan_noto_from_probs,
     estimate_prior,
     held_out_scores,
     prior_from_class_prior,
+    prior_report,
 )
 from impulses.pu.splits import PRESETS, make_split, preset_classes
 
@@ -164,6 +166,49 @@ def test_bbe_interval_covers_the_prior_on_digits():
         rows = split.labels["id"].cast(int).to_numpy()
         bbe = estimate_prior(X[rows], split.labels["s"].to_numpy(), methods=("bbe",), seed=seed)["bbe"]
         assert bbe.lower <= split.stats.prior <= bbe.upper
+
+
+def digits_pu(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    X, targets = load_digits(return_X_y=True)
+    ids = np.array([str(i) for i in range(targets.size)], dtype=object)
+    split = make_split(ids, targets, [3], label_frequency=0.5, seed=seed)
+    rows = split.labels["id"].cast(int).to_numpy()
+    return X[rows], split.labels["s"].to_numpy(), split.labels["y"].to_numpy()
+
+
+def test_prior_report_counts_estimates_and_class_priors():
+    X, s, y = digits_pu()
+    report = prior_report(X, s, y, n_folds=3, seed=1)
+    expected = estimate_prior(X, s, n_folds=3, seed=1)
+    n_l, n_u = int(s.sum()), int((s == 0).sum())
+    assert (report["n_labeled"], report["n_unlabeled"]) == (n_l, n_u)
+    true_prior = float(y[s == 0].mean())
+    assert report["true_prior"] == pytest.approx(true_prior)
+    assert report["true_class_prior"] == pytest.approx(y.mean())  # p(y=1) of the whole set
+    for name, est in expected.items():
+        entry = report["estimates"][name]
+        assert entry["prior"] == pytest.approx(est.prior)
+        assert entry["class_prior"] == pytest.approx((n_l + est.prior * n_u) / (n_l + n_u))
+        assert entry["error"] == pytest.approx(est.prior - true_prior)
+    assert prior_report(X, s)["true_prior"] is None
+    with pytest.raises(ParameterError, match="n_folds must be at least 2, got 1"):
+        prior_report(X, s, n_folds=1)  # refused, not clamped
+
+
+def test_auto_prior_is_the_bbe_estimate_and_refuses_0_or_1(monkeypatch):
+    X, s, _ = digits_pu()
+    assert auto_prior(X, s) == estimate_prior(X, s, methods=("bbe",))["bbe"]
+    import impulses.pu.prior as prior_module
+
+    def zero(*args, **kwargs):
+        return {"bbe": prior_module.PriorEstimate("bbe", 0.0)}
+
+    monkeypatch.setattr(prior_module, "estimate_prior", zero)
+    with pytest.raises(ParameterError, match="BBE estimate for label set s_2 is 0") as info:
+        auto_prior(X, s, label_set="s_2")
+    assert info.value.params == ("priors",)
 
 
 def _idx(path: Path) -> np.ndarray:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
 
-from impulses.errors import ImpulsesError, LabelSetError
+from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.splits import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
@@ -22,7 +20,7 @@ from impulses.pu.splits import (
     parse_class_list,
     preset_classes,
     resolve_classes,
-    write_label_frame,
+    split_store,
 )
 
 # The CIFAR-100 fine -> coarse table as published with the dataset (ryanchankh/cifar100coarse, widely copied).
@@ -222,18 +220,19 @@ def test_unknown_targets_are_left_out_and_counted():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"label_frequency": 0.0}, r"--label-frequency 0.0: must be in \(0, 1\]"),
-        ({"label_frequency": 1.5}, r"--label-frequency 1.5: must be in \(0, 1\]"),
-        ({"label_frequency": 0.001}, "labels no positive"),
-        ({"n_positive": 21}, "--n-positive 21 is more than the 20 positives available"),
-        ({"n_positive": 0}, "--n-positive 0: must be at least 1"),
-        ({"n_label_sets": 0}, "--n-label-sets 0"),
+        ({"label_frequency": 0.0}, r"label_frequency must be in \(0, 1\], got 0.0"),
+        ({"label_frequency": 1.5}, r"label_frequency must be in \(0, 1\], got 1.5"),
+        ({"label_frequency": 0.001}, "label_frequency 0.001 labels no positive"),
+        ({"n_positive": 21}, "n_positive 21 is more than the 20 positives available"),
+        ({"n_positive": 0}, "n_positive must be at least 1, got 0"),
+        ({"n_label_sets": 0}, "n_label_sets must be at least 1, got 0"),
     ],
 )
 def test_bad_split_options_are_errors(kwargs, message):
     targets = balanced_targets(5, 20)
-    with pytest.raises(ImpulsesError, match=message):
+    with pytest.raises(ParameterError, match=message) as info:
         make_split(ids_for(100), targets, [0], **kwargs)
+    assert info.value.params == (next(iter(kwargs)),)
 
 
 def test_stores_without_targets_or_negatives_are_errors():
@@ -254,34 +253,55 @@ def test_test_labels_mark_every_positive_class_member():
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing
+# split_store
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_write_label_set_round_trips_and_leaves_no_temp_file(tmp_path, suffix):
-    split = make_split(ids_for(100), balanced_targets(5, 20), [0, 1], n_label_sets=2)
-    path = write_label_frame(split.labels, tmp_path / "sub" / f"labels{suffix}")
-    back = pl.read_parquet(path) if suffix == ".parquet" else pl.read_csv(path)
-    assert back.columns == ["id", "y", "s_0", "s_1"]
-    assert back["id"].to_list() == split.labels["id"].to_list()
-    assert back["s_1"].to_list() == split.labels["s_1"].to_list()
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+class FakeStore:
+    """What split_store reads of an embedding store (it is duck-typed)."""
+
+    def __init__(self, targets, class_names=None, prefix="train"):
+        self.targets = np.asarray(targets)
+        self.ids = np.array([f"{prefix}/{i}" for i in range(len(targets))], dtype=object)
+        self.class_names = class_names
 
 
-def test_write_label_set_is_atomic_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "labels.parquet"
-    path.write_bytes(b"previous")
+def test_split_store_by_classes_and_by_preset():
+    names = list(FASHION_MNIST_CLASSES)
+    store = FakeStore(balanced_targets(10, 30), names)
+    by_name = split_store(store, positive_classes="T-shirt/top, Coat", seed=3, n_label_sets=2,
+                          test_store=FakeStore(balanced_targets(10, 5), names, "test"))  # fmt: skip
+    direct = make_split(store.ids, store.targets, [0, 4], seed=3, n_label_sets=2)
+    assert by_name.classes == [0, 4] and by_name.class_names == ["T-shirt/top", "Coat"]
+    assert by_name.split.labels.equals(direct.labels)
+    assert by_name.test_labels["y"].sum() == 10
+    summary = by_name.summary()
+    assert summary["label_sets"] == ["s_0", "s_1"] and summary["test_positive"] == 10
+    assert summary["prior"] == pytest.approx(direct.stats.prior)
+    preset = split_store(FakeStore(balanced_targets(10, 1000), names), preset="fashion-mnist-imbalanced")
+    assert preset.classes == [0, 2, 4, 6] and preset.split.stats.n_positive == 3600
+    assert preset.split.stats.label_frequency == pytest.approx(0.2)
 
-    def boom(self, target):
-        Path(target).write_bytes(b"half")
-        raise OSError("disk full")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
-    with pytest.raises(OSError, match="disk full"):
-        write_label_frame(pl.DataFrame({"id": ["a"], "s": [1]}), path)
-    assert path.read_bytes() == b"previous"
-    assert [p.name for p in tmp_path.iterdir()] == ["labels.parquet"]
-
-
-def test_write_label_set_refuses_other_suffixes(tmp_path):
-    with pytest.raises(LabelSetError, match=r"labels.txt: a label set must end in .parquet or .csv"):
-        write_label_frame(pl.DataFrame({"id": ["a"], "s": [1]}), tmp_path / "labels.txt")
+@pytest.mark.parametrize(
+    ("kwargs", "params", "message"),
+    [
+        ({}, ("positive_classes", "preset"), "exclude each other"),
+        (
+            {"positive_classes": "1", "preset": "cifar10-imbalanced"},
+            ("positive_classes", "preset"),
+            "exactly one",
+        ),
+        ({"preset": "mnist"}, ("preset",), "'mnist' is not a preset"),
+        ({"preset": "cifar10-imbalanced"}, ("preset",), "is for CIFAR-10"),
+        ({"positive_classes": "digit 11"}, ("positive_classes",), "unknown class 'digit 11'"),
+        (
+            {"positive_classes": "1", "test_store": FakeStore([0, 1], ["a", "b"])},
+            ("test_store",),
+            "other class",
+        ),
+    ],
+)
+def test_split_store_errors_name_the_parameter(kwargs, params, message):
+    store = FakeStore(balanced_targets(10, 5), list(FASHION_MNIST_CLASSES))
+    with pytest.raises(ParameterError, match=message) as info:
+        split_store(store, **kwargs)
+    assert info.value.params == params

@@ -1,0 +1,543 @@
+"""The head trainer: batch order, the per-head Adam and the drivers of both step kernels.
+
+:func:`impulses.pu.heads.train_heads` validates its inputs and calls :func:`fit`, which runs the
+epochs. Parameters of all heads live in one K×(D+1) matrix; each epoch's batch order is shared by
+all heads (drawn from ``shuffle_seed``); a step is either the fused numba kernel
+(:mod:`impulses.pu.kernels`) or PyTorch ops on a gathered batch (see :class:`Trainer`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from impulses.errors import ParameterError
+from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
+
+ArrayLike = np.ndarray | torch.Tensor
+SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats several
+USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
+
+
+def linear_init(dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.nn.Linear(dim, 1)'s default initialisation, drawn from a generator seeded with ``seed``.
+
+    Weights then bias ~ U(−1/√dim, 1/√dim), in the order ``torch.manual_seed(seed); nn.Linear(dim, 1)``
+    draws them, so a head matches a reference model built that way.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(dim) if dim > 0 else 0.0
+    w = torch.empty(dim).uniform_(-bound, bound, generator=gen)
+    b = torch.empty(1).uniform_(-bound, bound, generator=gen)
+    return w, b
+
+
+FEATURE_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device) -> str:
+    """The dtype features are held in: ``auto`` → float16 for float16 input, else float32."""
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ParameterError(
+            "feature_dtype", f"must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}"
+        )
+    if feature_dtype == "bfloat16" and device.type != "cuda":
+        raise ParameterError("feature_dtype", "bfloat16 is for CUDA devices; use float16 or float32 on CPU")
+    if feature_dtype == "auto":
+        return "float16" if str(X.dtype) in ("float16", "torch.float16") else "float32"
+    return feature_dtype
+
+
+def features(X: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """X (N, D) on ``device`` in ``dtype``, without a copy when it already is (float32 numpy on CPU)."""
+    src = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
+    return src.to(device=device, dtype=dtype).contiguous()
+
+
+def epoch_order(
+    n: int, batch_size: int, gen: torch.Generator | None, strata: np.ndarray | None
+) -> tuple[torch.Tensor, list[int]]:
+    """Row order of one epoch and its batch sizes.
+
+    Plain: a permutation (``gen``) or the identity, cut into batches of ``batch_size`` (the last one
+    smaller). Stratified: ceil(N/B) batches; the epoch's labeled positives and unlabeled rows are each
+    permuted and dealt out as evenly as possible over the batches (each batch gets ⌊|P|/nb⌋ or
+    ⌈|P|/nb⌉ positives); with fewer positives than batches, positives are drawn again (cycled
+    permutations) so every batch holds one.
+    """
+    if strata is None:
+        order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+        return order, sizes
+    nb = max(1, math.ceil(n / batch_size))
+    pos = torch.from_numpy(np.flatnonzero(strata))
+    unl = torch.from_numpy(np.flatnonzero(~strata))
+
+    def perm(idx: torch.Tensor) -> torch.Tensor:
+        return idx[torch.randperm(len(idx), generator=gen)] if gen is not None else idx
+
+    pos_order = perm(pos)
+    while 0 < len(pos_order) < nb:
+        pos_order = torch.cat([pos_order, perm(pos)])
+    pos_order = pos_order[: max(nb, len(pos))]
+    unl_order = perm(unl)
+
+    def deal(m: int) -> torch.Tensor:  # batch id of each of m items dealt like np.array_split
+        base, extra = divmod(m, nb)
+        counts = torch.full((nb,), base, dtype=torch.long)
+        counts[:extra] += 1
+        return torch.repeat_interleave(torch.arange(nb), counts)
+
+    batch_of = torch.cat([deal(len(pos_order)), deal(len(unl_order))])
+    rank = torch.argsort(batch_of, stable=True)
+    order = torch.cat([pos_order, unl_order])[rank]
+    sizes = torch.bincount(batch_of, minlength=nb).tolist()
+    sizes = [size for size in sizes if size > 0]
+    return order, sizes
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves: weights (D, K), biases (K,), per-head step/skip counts, the history."""
+
+    W: np.ndarray
+    b: np.ndarray
+    steps: np.ndarray
+    skipped_batches: np.ndarray
+    batches_per_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    prefetch: bool = False
+    threads: int = 1
+
+
+def fit(
+    X: ArrayLike,
+    S: np.ndarray,
+    losses: list[HeadLoss],
+    seeds: list[int],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    shuffle: bool,
+    shuffle_seed: int,
+    stratified: bool,
+    device: torch.device,
+    feature_dtype: str,
+    kernel: str,
+    test: tuple[ArrayLike, np.ndarray] | None,
+    eval_every: int,
+    track_loss: bool,
+    threads: int | None,
+    prefetch: bool | None,
+    on_epoch: Callable[[int, int], None] | None,
+) -> FitResult:
+    """Train the heads (one column of ``S`` and one loss each) for ``epochs``; inputs are validated.
+
+    ``kernel`` is "fused" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
+    :func:`impulses.pu.heads.train_heads`. The process's torch thread count and denormal flushing
+    are restored afterwards.
+    """
+    trainer = Trainer(
+        X,
+        S,
+        losses,
+        seeds=list(seeds),
+        batch_size=batch_size,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        device=device,
+        x_dtype=getattr(torch, feature_dtype),
+        fused=kernel == "fused",
+    )
+    gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
+    strata = trainer.strata() if stratified else None
+    history: list[dict[str, Any]] = []
+    # Adam's second moments of saturated heads underflow into subnormal floats, which make CPU
+    # arithmetic ~30x slower; flushing them to zero changes nothing measurable (|x| < 1.2e-38).
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    threads_before = torch.get_num_threads()
+    kernel_threads = None
+    if kernel == "fused":
+        from impulses.pu import kernels
+
+        # by default one thread per column block of the gradient (8 for 2048-d features), at most
+        # the cores this process may use: more would idle through the backward half of each step
+        default = min(available_cpus(), kernels.column_blocks(X.shape[1]))
+        kernel_threads = kernels.set_threads(threads if threads is not None else default)
+        torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
+        prefetch = False
+    else:
+        if threads is None and batch_size * (X.shape[1] + 1) * len(losses) < SMALL_STEP_MACS:
+            threads = 1
+        if device.type == "cpu" and threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
+    if prefetch is None:
+        prefetch = device.type == "cpu" and torch.get_num_threads() == 1 and available_cpus() >= 2
+    if prefetch:
+        trainer._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="impulses-prefetch")
+    try:
+        test_x = features(test[0], device, trainer.x_dtype) if test is not None else None
+        for epoch in range(epochs):
+            order, sizes = epoch_order(trainer.n, batch_size, gen, strata)
+            train_loss = trainer.epoch(
+                order, sizes, track_loss=track_loss, in_order=gen is None and strata is None
+            )
+            record: dict[str, Any] = {}
+            if train_loss is not None:
+                record["train_loss"] = train_loss
+            last = epoch + 1 == epochs
+            if test_x is not None and eval_every > 0 and ((epoch + 1) % eval_every == 0 or last):
+                record.update(trainer.evaluate(test_x, test[1]))
+            if record:
+                history.append({"epoch": epoch + 1, **record})
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs)
+    finally:
+        if trainer._prefetch_pool is not None:
+            trainer._prefetch_pool.shutdown(wait=True, cancel_futures=True)
+        if flush:
+            torch.set_flush_denormal(False)
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+    W, b = trainer.weights()
+    return FitResult(
+        W=W,
+        b=b,
+        steps=trainer.steps.cpu().numpy().astype(np.int64),
+        skipped_batches=trainer.skipped.cpu().numpy().astype(np.int64),
+        batches_per_epoch=trainer.batches_per_epoch,
+        history=history,
+        prefetch=bool(prefetch),
+        threads=kernel_threads or (torch.get_num_threads() if threads is None else threads),
+    )
+
+
+def batch_coefficients(plan: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
+    """A plan's (N, K) coefficient matrices cut into the epoch's batches: one dict per batch."""
+    splits = {key: torch.split(v, sizes) for key, v in plan.items()}
+    return [{key: v[j] for key, v in splits.items()} for j in range(len(sizes))]
+
+
+class Trainer:
+    """The state of one training run: features, labels, parameters, Adam moments and step buffers.
+
+    Parameters live in one K×(D+1) matrix ``theta`` (row k is head k: D weights, then its bias;
+    with heads as rows, MKL's skinny products stay fast for every K — the D×K layout is ~10× slower
+    for 2–8 heads — and each head's row is contiguous for the fused kernel). Adam's moments have
+    theta's shape; a head's step counter advances only on batches where it learned something (every
+    batch for logistic heads; batches with both P and U for PU heads). With the fused kernel an
+    epoch is one call of :func:`impulses.pu.kernels.train_epoch`. With the torch kernel a batch is
+    gathered (and widened to float32 when X is held narrower) into one (B, D) buffer small enough
+    to stay in cache, which the forward and the backward matmul then read; while all heads share
+    one step count, Adam is PyTorch's fused kernel on the whole matrix, otherwise a per-head masked
+    update.
+    """
+
+    def __init__(
+        self,
+        X: ArrayLike,
+        S: np.ndarray,
+        losses: list[HeadLoss],
+        *,
+        seeds: list[int],
+        batch_size: int,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        device: torch.device,
+        x_dtype: torch.dtype,
+        fused: bool = False,
+    ) -> None:
+        dt = torch.float32
+        self.device, self.x_dtype, self.dt = device, x_dtype, dt
+        self.X = features(X, device, x_dtype)
+        self.n, self.d = self.X.shape
+        self.k = len(losses)
+        self.S_np = np.ascontiguousarray(S, dtype=np.float32)
+        self.S = torch.from_numpy(self.S_np).to(device)
+        self.fused = FusedObjective(losses, device=device)
+        self.is_pu = torch.tensor([get_loss(h.loss).kind == "pu" for h in losses], device=device)
+        self.lr, self.betas, self.eps = lr, betas, eps
+
+        theta = torch.empty((self.k, self.d + 1), dtype=dt)
+        for j, seed in enumerate(seeds):
+            w, b = linear_init(self.d, seed)
+            theta[j, : self.d] = w
+            theta[j, self.d] = b[0]
+        self.theta = theta.to(device)
+        self.exp_avg = torch.zeros_like(self.theta)
+        self.exp_avg_sq = torch.zeros_like(self.theta)
+        self.grad = torch.empty_like(self.theta)
+        self.g2 = torch.empty_like(self.theta)
+        self.denom = torch.empty_like(self.theta)
+        self.upd = torch.empty_like(self.theta)
+        self.eps_col = torch.full((self.k, 1), eps, dtype=dt, device=device)
+        self.steps = torch.zeros(self.k, dtype=torch.float64, device=device)
+        self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
+        self.batches_per_epoch = 0
+        self.b_max = batch_size + 1
+        # the fused kernels read X in place (float16 as its bits); the torch kernel gathers into slots
+        self.X_kernel = None
+        if fused:
+            from impulses.pu.kernels import kernel_view  # imports numba: only when it is used
+
+            self.X_kernel = kernel_view(self.X.numpy())
+        # two batch slots: with prefetching, a second thread fills one while the other is computed on
+        slots = 0 if fused else 2
+        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(slots)]
+        self.xlow = (
+            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(slots)]
+            if x_dtype != dt
+            else None
+        )
+        self.bufs = [torch.empty((self.b_max, self.k), dtype=dt, device=device) for _ in range(3)]
+        self._views: dict[int, tuple] = {}
+        self.use_fused_adam = USE_FUSED_ADAM and hasattr(torch, "_fused_adam_")
+        self._prefetch_pool: ThreadPoolExecutor | None = None  # set by fit when prefetching
+
+    def strata(self) -> np.ndarray:
+        """Rows labeled positive for any PU head (for any head when there is no PU head)."""
+        pu = self.is_pu.cpu().numpy()
+        cols = self.S_np[:, pu] if pu.any() else self.S_np
+        return cols.max(axis=1) > 0
+
+    def _views_for(self, size: int) -> tuple:
+        if size not in self._views:
+            if size > self.b_max:
+                raise RuntimeError(f"batch of {size} rows exceeds the buffers ({self.b_max})")
+            self._views[size] = tuple(buf[:size] for buf in self.bufs)
+        return self._views[size]
+
+    def _loader(self, order: torch.Tensor, sizes: list[int], in_order: bool) -> Callable[[int], torch.Tensor]:
+        """``load(j)``: batch j's rows as a float32 (B, D) tensor, in batch slot j % 2.
+
+        A float32 slice of X in row order is used in place; otherwise the rows are gathered
+        (``index_select``) into the slot, through a narrow slot when X is held as float16/bfloat16
+        (half the bytes read from memory, widened in cache).
+        """
+        X, index_select = self.X, torch.index_select
+        slices = torch.split(X, sizes) if in_order else None
+        starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        wide = self.xlow is None
+
+        def load(j: int) -> torch.Tensor:
+            size, slot = sizes[j], j % 2
+            if slices is not None and wide:
+                return slices[j]
+            xb = self.xb[slot][:size]
+            if slices is not None:
+                return xb.copy_(slices[j])
+            idx = order[starts[j] : starts[j + 1]]
+            if wide:
+                return index_select(X, 0, idx, out=xb)
+            xlow = self.xlow[slot][:size]
+            index_select(X, 0, idx, out=xlow)
+            return xb.copy_(xlow)
+
+        return load
+
+    def epoch(
+        self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False, in_order: bool = False
+    ) -> np.ndarray | None:
+        """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked.
+
+        ``in_order`` says that ``order`` is 0..N-1 (no shuffling): the torch kernel then uses float32
+        batches as slices of X in place (or widens them) instead of gathering them.
+        """
+        dev, k, nb = self.device, self.k, len(sizes)
+        order = order.to(dev)
+        S_ord = self.S.index_select(0, order)
+        # label statistics of every batch, once per epoch: counts, validity, Adam step counts
+        sizes_t = torch.tensor(sizes, device=dev)
+        at_ends = torch.cumsum(S_ord, 0, dtype=torch.float64).index_select(0, sizes_t.cumsum(0) - 1)
+        n_p = torch.diff(at_ends, dim=0, prepend=torch.zeros((1, k), dtype=torch.float64, device=dev))
+        n_u = sizes_t.double().unsqueeze(1) - n_p
+        valid = ~self.is_pu | ((n_p > 0) & (n_u > 0))
+        vf = valid.double()
+        t = self.steps + vf.cumsum(0)  # each head's Adam step count after each batch
+        self.steps = t[-1].clone()
+        self.skipped += (1 - vf).sum(0)
+        self.batches_per_epoch = nb
+
+        # the loss coefficients of every row, from its batch's 1/n_P, 1/n_U and 1/B
+        batch_of_row = torch.repeat_interleave(torch.arange(nb, device=dev), sizes_t)
+        inv = torch.stack(
+            [
+                torch.where(valid, 1 / n_p.clamp(min=1), 0.0),
+                torch.where(valid, 1 / n_u.clamp(min=1), 0.0),
+                (1 / sizes_t.double()).unsqueeze(1).expand(nb, k),
+            ]
+        )
+        inv_p, inv_u, inv_b = inv.to(self.dt).index_select(1, batch_of_row).unbind(0)
+        plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
+        if self.X_kernel is not None:
+            z = self._epoch_fused(order, sizes, plan, valid, t)
+            if not track_loss:
+                return None
+            zs = torch.split(torch.from_numpy(z).t(), sizes)
+            coefs = batch_coefficients(plan, sizes)
+            objectives = [self.fused.objective(zs[j], coefs[j]) for j in range(nb)]
+            loss_sum = torch.cat(objectives).double().mul(vf).sum(0)
+            return (loss_sum / vf.sum(0).clamp(min=1)).cpu().numpy()
+        return self._epoch_torch(order, sizes, plan, valid, vf, t, track_loss=track_loss, in_order=in_order)
+
+    def _epoch_fused(
+        self, order: torch.Tensor, sizes: list[int], plan: dict, valid: torch.Tensor, t: torch.Tensor
+    ) -> np.ndarray:
+        """The epoch as one call of the fused kernel (:func:`impulses.pu.kernels.train_epoch`); the logits (K, N)."""
+        from impulses.pu.kernels import train_epoch
+
+        beta1, beta2 = self.betas
+        zeros = None
+        coefficients = {}
+        for key in ("r", "normal", "corrected", "u", "neg_v"):  # heads-major (K, N): contiguous per head
+            if key in plan:
+                coefficients[key] = np.ascontiguousarray(plan[key].t().numpy())
+            else:
+                zeros = zeros if zeros is not None else np.zeros((self.k, len(order)), dtype=np.float32)
+                coefficients[key] = zeros
+        z = np.zeros((self.k, len(order)), dtype=np.float32)  # batches no head learns from stay 0
+        train_epoch(
+            self.X_kernel,
+            order.numpy(),
+            sizes,
+            self.theta.numpy(),
+            self.exp_avg.numpy(),
+            self.exp_avg_sq.numpy(),
+            coefficients,
+            is_pu=self.is_pu.numpy(),
+            neg_beta=self.fused.neg_beta[0].numpy(),
+            valid=valid.numpy(),
+            step_size=(self.lr / (1 - beta1**t)).float().numpy(),
+            bc2_sqrt=(1 - beta2**t).clamp(min=1e-300).sqrt().float().numpy(),
+            betas=self.betas,
+            eps=self.eps,
+            z=z,
+        )
+        return z
+
+    def _epoch_torch(
+        self,
+        order: torch.Tensor,
+        sizes: list[int],
+        plan: dict,
+        valid: torch.Tensor,
+        vf: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        track_loss: bool,
+        in_order: bool,
+    ) -> np.ndarray | None:
+        """The epoch as PyTorch ops per step: gather the batch into a buffer, addmm, closed-form
+        gradient, mm, Adam (fused kernel where all heads share a step count)."""
+        dev, k, nb = self.device, self.k, len(sizes)
+        # batches where every head steps with the same count use the fused kernel (one op)
+        uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
+        adam_rows = self._adam_rows(valid, vf, t) if not all(uniform) else None
+        step_counts = list(t[:, 0].to(self.dt).unbind(0)) if any(uniform) else [None] * nb
+        coefs = batch_coefficients(plan, sizes)
+        steps = [
+            (self._views_for(size), coef, uni, count)
+            for size, coef, uni, count in zip(sizes, coefs, uniform, step_counts, strict=True)
+        ]
+        load = self._loader(order, sizes, in_order)
+        pool = self._prefetch_pool if not (in_order and self.xlow is None) else None
+        pending = pool.submit(load, 0) if pool is not None else None
+        loss_sum = torch.zeros((1, k), dtype=torch.float64, device=dev) if track_loss else None
+
+        theta, grad, fused = self.theta, self.grad, self.fused
+        exp_avg, exp_avg_sq = self.exp_avg, self.exp_avg_sq
+        mm, addmm = torch.mm, torch.addmm
+        fused_adam = getattr(torch, "_fused_adam_", None)
+        lr, eps, (beta1, beta2) = self.lr, self.eps, self.betas
+        W, bias, grad_W, grad_b = theta[:, : self.d].t(), theta[:, self.d], grad[:, : self.d], grad[:, self.d]
+        for j, ((z, p, g), coef, uni, count) in enumerate(steps):
+            if pending is not None:  # batch j was loaded on the prefetch thread; start on j + 1
+                xb = pending.result()
+                pending = pool.submit(load, j + 1) if j + 1 < nb else None
+            else:
+                xb = load(j)
+            addmm(bias, xb, W, out=z)
+            if loss_sum is not None:
+                loss_sum += fused.objective(z, coef)
+            fused.grad(z, coef, p=p, out=g)
+            mm(g.t(), xb, out=grad_W)
+            torch.sum(g, 0, out=grad_b)
+            if uni:  # torch.optim.Adam's update, fused, for all heads at the same step
+                fused_adam(
+                    [theta], [grad], [exp_avg], [exp_avg_sq], [], [count],
+                    lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
+                )  # fmt: skip
+            else:
+                self._adam_masked(adam_rows, j)
+        if loss_sum is None:
+            return None
+        return (loss_sum[0] / vf.sum(0).clamp(min=1)).cpu().numpy()
+
+    def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias
+        corrections."""
+        beta1, beta2 = self.betas
+        step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
+        inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
+        values = ((1 - beta1) * vf, (1 - beta2) * vf, step_size, inv_bc2_sqrt)
+        return [list(x.to(self.dt).unsqueeze(2).unbind(0)) for x in values]
+
+    def _adam_masked(self, rows: list[list[torch.Tensor]], j: int) -> None:
+        """torch.optim.Adam's update per head; weight = step = 0 leaves a skipped head untouched."""
+        w1, w2, step, inv_bc2_sqrt = (r[j] for r in rows)
+        self.exp_avg.lerp_(self.grad, w1)
+        torch.mul(self.grad, self.grad, out=self.g2)
+        self.exp_avg_sq.lerp_(self.g2, w2)
+        torch.sqrt(self.exp_avg_sq, out=self.denom)
+        torch.addcmul(self.eps_col, self.denom, inv_bc2_sqrt, out=self.denom)
+        torch.mul(self.exp_avg, step, out=self.upd)
+        self.theta.addcdiv_(self.upd, self.denom, value=-1.0)
+
+    def evaluate(self, X_test: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
+        """Test AUC, F1, accuracy (decision at logit 0) and objective (true labels as s) of every head."""
+        from impulses.pu.metrics import fast_auc
+
+        z = torch.addmm(self.theta[:, self.d], X_test.to(self.dt), self.theta[:, : self.d].t())
+        yt = torch.as_tensor(y, dtype=self.dt, device=z.device).unsqueeze(1).expand_as(z)
+        n_p = yt.sum(0, keepdim=True)
+        n_u = yt.shape[0] - n_p
+        inv_p = torch.where(n_p > 0, 1 / n_p.clamp(min=1), 0.0).expand_as(z)
+        inv_u = torch.where(n_u > 0, 1 / n_u.clamp(min=1), 0.0).expand_as(z)
+        inv_b = torch.full((z.shape[0], 1), 1 / z.shape[0], dtype=self.dt, device=z.device)
+        test_loss = self.fused.objective(z, self.fused.plan(yt, inv_p, inv_u, inv_b, objective=True))[0]
+        scores = z.cpu().numpy()
+        pred = scores > 0
+        pos = y.astype(bool)[:, None]
+        tp = (pred & pos).sum(0)
+        wrong = (pred != pos).sum(0)
+        f1 = np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0)
+        return {
+            "auc": fast_auc(scores, y),
+            "f1": f1,
+            "accuracy": (pred == pos).mean(0),
+            "test_loss": test_loss.cpu().numpy(),
+        }
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        theta = self.theta.float().cpu()
+        return theta[:, : self.d].t().numpy().copy(), theta[:, self.d].numpy().copy()
