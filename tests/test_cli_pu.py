@@ -8,6 +8,7 @@ The test set is held out and keeps every class (≈ 40% positives, like CIFAR-10
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,3 +258,85 @@ def test_plot_without_a_test_set_is_refused(cli, task: DigitsTask, tmp_path: Pat
     result = cli(*common(task, tmp_path / "run"), "--prior", task.prior, "--plot", tmp_path / "figures")
     assert result.code == 2 and "--plot" in result.stderr and "--test" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_json_reports_what_it_wrote(cli, task: DigitsTask, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(*common(task, out), "--prior", task.prior, "--epochs", "2", "--seeds", "2", "-q").code == 0
+    scores_path = tmp_path / "scores.csv"
+    result = cli("predict", "--heads", out / "heads.pt", "--store", task.test, "--out", scores_path, "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    names = [h["name"] for h in torch.load(out / "heads.pt", weights_only=True)["heads"]]
+    assert summary["rows"] == len(EmbeddingStore.open(task.test)) == pl.read_csv(scores_path).height
+    assert summary["head_names"] == names and summary["out"] == str(scores_path)
+
+
+def test_progress_and_quiet(cli, task: DigitsTask, tmp_path: Path) -> None:
+    """The bar and the informational line go to stderr; --no-progress drops the bar, -q both."""
+    args = [*common(task, tmp_path / "run"), "--prior", task.prior, "--epochs", "2"]
+    shown = cli(*args)
+    assert shown.code == 0 and "training on" in shown.stderr and "epochs" in shown.stderr
+    no_bar = cli(*args, "--no-progress")
+    assert no_bar.code == 0 and no_bar.stderr.strip().splitlines() == [
+        line for line in shown.stderr.strip().splitlines() if line.startswith("training on")
+    ]
+    quiet = cli(*args, "--quiet", "--json")
+    assert quiet.code == 0 and quiet.stderr == "" and len(json.loads(quiet.stdout)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "error: --batch-size must be an integer of at least 1, got 0"),
+        (["--epochs", "0"], "error: --epochs must be an integer of at least 1, got 0"),
+        (["--eval-every", "-1"], "error: --eval-every must be 0 or more, got -1"),
+        (["--lr", "-1"], "error: --lr must be > 0, got -1"),
+        (["--kernel", "gpu"], "error: --kernel must be one of auto, fused, torch"),
+    ],
+)
+def test_library_errors_name_the_flag_before_training(cli, task, tmp_path, args, message) -> None:
+    """ParameterErrors raised by the sweep name the flag, come alone (no progress line) and write nothing."""
+    out = tmp_path / "run"
+    result = cli(*common(task, out), "--prior", task.prior, *args)
+    assert result.code == 2 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_unusable_out_is_refused_before_training(cli, task: DigitsTask, tmp_path: Path) -> None:
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    before = {p: p.read_bytes() for p in (task.train, task.labels, existing)}
+    cases = {
+        task.train: "--out and --train name the same file",
+        task.labels: "--out and --labels name the same file",
+        existing: f"--out {existing} is a file, not a folder",
+        existing / "sub": "is a file, not a folder",
+    }
+    for out, message in cases.items():
+        result = cli("train-head", "--train", task.train, "--labels", task.labels, "--prior", task.prior,
+                     "--out", out)  # fmt: skip
+        assert result.code == 2 and message in result.stderr, (out, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_second_run_without_history_removes_the_stale_one(cli, task: DigitsTask, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [*common(task, out), "--prior", task.prior, "--epochs", "2", "-q"]
+    assert cli(*args, "--test", task.test, "--test-labels", task.test_labels, "--eval-every", "1").code == 0
+    assert (out / "history.csv").exists()
+    assert cli(*args).code == 0
+    assert not (out / "history.csv").exists() and (out / "results.csv").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_out_folder_is_refused_before_training(cli, task: DigitsTask, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = cli(*common(task, locked / "run"), "--prior", task.prior)
+    finally:
+        locked.chmod(0o700)
+    assert result.code == 2 and "is not writable" in result.stderr and "--out" in result.stderr

@@ -178,3 +178,27 @@ def test_estimate_prior_label_set_choice_and_errors(cli, gaussian_store, tmp_pat
     pl.DataFrame({"id": ["gauss/0", "elsewhere/1"], "s": [1, 0]}).write_csv(foreign)
     unknown = cli("estimate-prior", "--train", gaussian_store, "--labels", foreign)
     assert unknown.code == 2 and "'elsewhere/1'" in unknown.stderr
+
+
+def test_split_refuses_to_overwrite_its_inputs_or_one_output_with_another(cli, small_store, tmp_path):
+    test = write_store(tmp_path / "test.h5", np.repeat(np.arange(10), 3), class_names=DIGIT_NAMES)
+    out = tmp_path / "labels.parquet"
+    before = {p: p.read_bytes() for p in (small_store, test)}
+    cases = [
+        (["--out", out, "--test", test, "--test-out", out], "--out and --test-out name the same file"),
+        (["--out", small_store], "--out and --store name the same file"),
+        (["--out", out, "--test", test, "--test-out", test], "--test-out and --test name the same file"),
+    ]
+    for args, message in cases:
+        result = cli("split", "--store", small_store, "--positive-classes", "1", *args)
+        assert result.code == 2 and message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1
+    assert not out.exists() and {p: p.read_bytes() for p in before} == before
+
+
+def test_estimate_prior_folds_below_two_is_refused(cli, gaussian_store, tmp_path):
+    labels = tmp_path / "labels.csv"
+    assert cli("split", "--store", gaussian_store, "--positive-classes", "1", "--out", labels).code == 0
+    for folds in ("0", "1", "-5"):
+        result = cli("estimate-prior", "--train", gaussian_store, "--labels", labels, "--folds", folds)
+        assert result.code == 2 and "'--folds'" in result.stderr and result.stderr.count("\n") == 1

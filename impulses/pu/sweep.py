@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from impulses.atomic import atomic_path
-from impulses.errors import ImpulsesError, ParameterError
+from impulses.errors import ParameterError
 from impulses.pu.heads import HeadSpec, HeadsResult, save_heads
 from impulses.pu.losses import LOSSES, get_loss
 from impulses.pu.metrics import METRICS
@@ -176,6 +176,7 @@ class SweepResult:
             ImpulsesError: ``out_dir`` is an existing file or cannot be written.
         """
         out = check_output_dir(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         written = [out / "results.csv", out / "heads.pt"]
         with atomic_path(written[0]) as tmp:
             self.rows.write_csv(tmp)
@@ -215,20 +216,20 @@ class SweepResult:
 
 
 def check_output_dir(out: str | os.PathLike[str]) -> Path:
-    """``out`` as a folder results can be written to (created if missing); call it before training.
+    """``out`` as a folder results can be written to; call it before training. Creates nothing.
 
     Raises:
-        ImpulsesError: ``out`` is an existing file, or it cannot be created or written.
+        ParameterError: ``out`` is an existing file, or it (or the folder it would be created in)
+            cannot be written.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ImpulsesError(f"{out}: exists and is not a folder; choose a folder for the results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ImpulsesError(f"{out}: cannot create the results folder ({err.strerror or err})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ImpulsesError(f"{out}: the results folder is not writable")
+        raise ParameterError("out", f"{out} is a file, not a folder; choose a folder for the results")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ParameterError("out", f"{out} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError("out", f"{out} cannot be written: {existing} is not writable")
     return out
 
 

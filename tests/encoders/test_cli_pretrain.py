@@ -56,6 +56,11 @@ def test_pretrain_resume_and_embed(cli, tmp_path: Path) -> None:
 
 
 def test_user_errors(cli, tmp_path: Path) -> None:
+    no_checkpoint = cli("pretrain", "--out", tmp_path / "new", "--resume")
+    assert no_checkpoint.code == 2 and no_checkpoint.stderr.count("\n") == 1
+    assert (
+        str(tmp_path / "new" / "last.pt") in no_checkpoint.stderr and "no checkpoint" in no_checkpoint.stderr
+    )
     missing = cli("pretrain", "--out", tmp_path / "a", "--encoder", "smallcnn")
     assert missing.code == 2 and "--data is required" in missing.stderr
     unknown = cli("pretrain", "--out", tmp_path / "b", "--data", "mnist")

@@ -159,11 +159,15 @@ def test_bad_arguments_are_parameter_errors_before_training(digits, kwargs, para
     assert info.value.params == ((param,) if isinstance(param, str) else param)
 
 
-def test_check_output_dir_refuses_a_file(tmp_path) -> None:
+def test_check_output_dir_refuses_a_file_and_creates_nothing(tmp_path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(ImpulsesError, match="exists and is not a folder"):
+    with pytest.raises(ImpulsesError, match="is a file, not a folder") as err:
         check_output_dir(tmp_path / "f")
-    assert check_output_dir(tmp_path / "new" / "dir").is_dir()
+    assert err.value.params == ("out",)
+    with pytest.raises(ImpulsesError, match="cannot be created"):
+        check_output_dir(tmp_path / "f" / "sub")
+    assert check_output_dir(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    assert not (tmp_path / "new").exists()
 
 
 def test_head_grid_distorts_only_the_losses_asked_for() -> None:

@@ -1,0 +1,26 @@
+"""Options shared by several commands, as ``Annotated`` aliases (one help text, one spelling)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (and nothing else there).")
+]
+ProgressOption = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show a progress bar (on stderr).")
+]
+QuietOption = Annotated[
+    bool, typer.Option("-q", "--quiet", help="No progress bar and no informational lines on stderr.")
+]
+DataRootOption = Annotated[Path | None, typer.Option(help="Folder holding (or receiving) the dataset files.")]
+DownloadOption = Annotated[
+    bool, typer.Option("--download", help="Let torchvision download a missing dataset.")
+]
+CifarStemOption = Annotated[
+    bool, typer.Option("--cifar-stem", help="3x3 stride-1 first conv, no max-pool (8-32 px images).")
+]
