@@ -41,8 +41,8 @@ Values = float | np.ndarray  # one head: float; K heads: (K,)
 def _labels(s: Any, n: int | None = None) -> np.ndarray:
     """PU labels as a bool (N,) array (True = labeled positive), validated."""
     arr = np.asarray(s)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim == 2 and 1 in arr.shape:  # a column or row vector
+        arr = arr.reshape(-1)
     if arr.ndim != 1:
         raise ParameterError("s", f"must be a 1-D array of 0/1 PU labels, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
@@ -64,9 +64,12 @@ def _prior(prior: Any, k: int, name: str = "prior") -> np.ndarray:
     """A float or (K,) priors as (K,) float64, each in (0, 1)."""
     if prior is None:
         raise ParameterError(name, "is required (π = p(y=1 | s=0), a value in (0, 1))")
-    arr = np.broadcast_to(np.asarray(prior, dtype=np.float64), (k,)) if np.ndim(prior) <= 1 else None
+    try:
+        arr = np.broadcast_to(np.asarray(prior, dtype=np.float64), (k,))
+    except (TypeError, ValueError):
+        arr = None
     if arr is None or not (np.isfinite(arr).all() and ((arr > 0) & (arr < 1)).all()):
-        raise ParameterError(name, f"must be in (0, 1) (a float or one per head), got {prior!r}")
+        raise ParameterError(name, f"must be in (0, 1), a float or one per head ({k} heads), got {prior!r}")
     return arr
 
 
