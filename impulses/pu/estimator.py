@@ -160,7 +160,8 @@ class PUClassifier(LinearClassifierMixin, BaseEstimator):
         """Train on features ``X`` (N, D) and PU labels ``y`` (``pos_label`` = labeled positive).
 
         Args:
-            X: Features (N, D); float16/float32 are trained on as they are, anything else as float64.
+            X: Features (N, D); float16 and float32 are trained on as they are, anything else is
+                converted to float32 (the head's arithmetic).
             y: Two labels: ``pos_label`` for the labeled positives, the other for unlabeled rows
                 (with ``loss="pn"``: the true classes).
 
