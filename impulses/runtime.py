@@ -1,7 +1,9 @@
-"""Run-time choices shared by every stage: which device to use and how to show progress."""
+"""Run-time facts shared by every stage: this process's place in a torchrun job, the device, progress."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -14,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 if TYPE_CHECKING:  # torch is imported lazily: `impulses --help` stays fast
     import torch
@@ -23,8 +25,61 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a torchrun job: rank 0 of 1 when run alone.
+
+    Attributes:
+        rank: Global rank, 0 to ``world_size - 1``.
+        world_size: Number of processes in the job.
+        local_rank: Rank on this machine (picks the CUDA device).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process).
+
+        Raises:
+            ImpulsesError: The variables are not integers or the rank lies outside the world.
+        """
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise ImpulsesError(
+                "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)"
+            ) from None
+        if world < 1 or not 0 <= rank < world:
+            raise ImpulsesError(f"RANK={rank} is not within WORLD_SIZE={world}")
+        return cls(rank, world, local)
+
+    @property
+    def distributed(self) -> bool:
+        """True with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def enabled(self) -> bool:
+        """Same as :attr:`distributed` (the name the pretraining loop uses)."""
+        return self.distributed
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that writes shared outputs and prints summaries."""
+        return self.rank == 0
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; an unavailable device is a user error, not a crash."""
+    """The torch device for ``name``: ``auto`` picks CUDA when present, else the CPU.
+
+    Raises:
+        ParameterError: ``device`` is not a device name or names a device this machine lacks.
+    """
     import torch
 
     if name == "auto":
@@ -32,11 +87,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ImpulsesError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise ParameterError("device", f"{name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImpulsesError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise ParameterError("device", f"{name}: CUDA is not available on this machine (use cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ImpulsesError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        raise ParameterError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,37 +23,9 @@ from torch import nn
 from impulses.data.sources import ImageSource
 from impulses.embed.extract import EmbedResult, check_existing, embed
 from impulses.embed.store import StoreError, StoreSpec, join_shards, partial_path
-from impulses.errors import ImpulsesError
+from impulses.runtime import DistInfo
 
 BARRIER_TIMEOUT = timedelta(hours=48)  # ranks wait for the slowest one; torchrun stops them all if one fails
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a torchrun job (rank 0 of 1 outside one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> RankInfo:
-        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process)."""
-        try:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            rank = int(os.environ.get("RANK", "0"))
-            local = int(os.environ.get("LOCAL_RANK", str(rank)))
-        except ValueError:
-            raise ImpulsesError(
-                "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)"
-            ) from None
-        if world < 1 or not 0 <= rank < world:
-            raise ImpulsesError(f"RANK={rank} is not within WORLD_SIZE={world}")
-        return cls(rank, world, local)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def shard_path(out: str | os.PathLike[str], rank: int, world_size: int) -> Path:
@@ -101,7 +72,7 @@ def embed_sharded(
     out: str | os.PathLike[str],
     *,
     spec: StoreSpec,
-    ranks: RankInfo,
+    ranks: DistInfo,
     batch_size: int = 256,
     dtype: str = "float16",
     overwrite: bool = False,
