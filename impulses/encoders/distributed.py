@@ -14,7 +14,6 @@ import torch.distributed as dist
 
 from impulses.runtime import DistInfo
 
-
 # The pretraining loop still imports this name; it is the one torchrun description, DistInfo.
 DistContext = DistInfo
 
