@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -93,6 +95,40 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ParameterError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
+
+
+def _writable(folder: Path) -> bool:
+    """True when ``folder`` exists or can be made, and a file can be written in it (as numba checks)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def numba_cache_dir(package_dir: str | os.PathLike[str]) -> str | None:
+    """Where numba can cache the kernels compiled from ``package_dir``, chosen before numba is imported.
+
+    numba caches next to the source (``__pycache__``) or in the user cache (``$XDG_CACHE_HOME`` or
+    ``~/.cache``); when neither is writable (a read-only install run with ``HOME`` unwritable) a
+    function decorated with ``cache=True`` fails to compile ("no locator available"). Then a
+    private folder under the temporary directory takes their place.
+
+    Args:
+        package_dir: The folder of the module that holds the cached kernels.
+
+    Returns:
+        ``None`` when numba's own locations work (or ``NUMBA_CACHE_DIR`` is already set), a folder
+        to set as ``NUMBA_CACHE_DIR``, or ``""`` when nothing is writable: compile without a cache.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
+    if _writable(Path(package_dir) / "__pycache__") or _writable(user_cache / "numba"):
+        return None
+    fallback = Path(tempfile.gettempdir()) / f"impulses-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    return str(fallback) if _writable(fallback) else ""
 
 
 def make_progress(*extra_columns: object, transient: bool = False, disable: bool = False) -> Progress:
