@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="impulses")
     except ImpulsesError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        message = err.render(lambda param: "--" + param.replace("_", "-"))
+        err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(err.exit_code) from None
 
 
@@ -156,66 +157,29 @@ def embed(
 
         torchrun --nproc_per_node 4 -m impulses embed --data cifar10:train --encoder resnet50 --cifar-stem --out runs/c10.h5
     """
-    import torch
+    from impulses.embed.extract import embed_dataset
 
-    from impulses.data.sources import ArraySource, RangeSource, open_source
-    from impulses.embed.extract import ConfigTransform
-    from impulses.embed.extract import embed as run_embed
-    from impulses.embed.shards import RankInfo, embed_sharded
-    from impulses.embed.store import DTYPES, StoreSpec
-    from impulses.encoders import load_encoder
-    from impulses.runtime import resolve_device
-
-    if dtype not in DTYPES:
-        raise ImpulsesError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if image_size is not None and image_size < 1:
-        raise ImpulsesError(f"--image-size must be a positive number of pixels, got {image_size}")
-    if batch_size < 1:
-        raise ImpulsesError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers is not None and workers < 0:
-        raise ImpulsesError(f"--workers must be 0 or more, got {workers}")
-    ranks = RankInfo.from_env()
-    source = open_source(data, data_root=data_root, download=download)
-    loaded = load_encoder(encoder, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights)
-    transform = dict(loaded.transform)
-    if image_size is not None:
-        transform["image_size"] = image_size
-    spec = StoreSpec(loaded.name, source.spec, loaded.sha256, transform, source.digest)
-    torch_device = resolve_device(device)
-    if torch_device.type == "cuda" and ranks.distributed and torch_device.index is None:
-        torch_device = torch.device("cuda", ranks.local_rank)
-    if workers is None:
-        in_memory = isinstance(source.base if isinstance(source, RangeSource) else source, ArraySource)
-        workers = 0 if in_memory else 4
-    options = {
-        "spec": spec,
-        "batch_size": batch_size,
-        "workers": workers,
-        "device": torch_device,
-        "dtype": dtype,
-        "overwrite": overwrite,
-        "skip_bad": skip_bad,
-        "progress": progress,
-        "extra_attrs": {"encoder_spec": encoder, "encoder_preset": loaded.preset},
-    }
-    if ranks.distributed:
-        result = embed_sharded(source, loaded.model, ConfigTransform(transform), out, ranks=ranks, **options)
-    else:
-        result = run_embed(source, loaded.model, ConfigTransform(transform), out, **options)
-    if ranks.rank != 0:
+    result = embed_dataset(
+        data,
+        encoder,
+        out,
+        data_root=data_root,
+        download=download,
+        weights=weights,
+        pretrained=pretrained,
+        cifar_stem=cifar_stem,
+        image_size=image_size,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+        skip_bad=skip_bad,
+        progress=progress,
+    )
+    if not result.is_main:
         return
-    summary = {
-        "store": str(result.path),
-        "status": result.status,
-        "rows": result.rows,
-        "dim": result.dim,
-        "dtype": dtype,
-        "images_embedded": result.images,
-        "seconds": round(result.seconds, 3),
-        "images_per_s": round(result.images_per_s, 1),
-        "skipped": len(result.skipped),
-        "processes": ranks.world_size,
-    }
+    summary = result.summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif result.status == "up-to-date":

@@ -44,7 +44,7 @@ def rank_items(n_items: int, batch_size: int, rank: int, world_size: int) -> ran
 def check_shard_items(path: Path, block: range) -> None:
     """Refuse a shard store (finished or ``.partial``) that holds another block of items than ``block``.
 
-    The same shard name can hold another block after a rerun with another ``--batch-size`` (the blocks
+    The same shard name can hold another block after a rerun with another ``batch_size`` (the blocks
     are cut at batch boundaries); resuming or joining it would mix rows of the two layouts.
     """
     import h5py
@@ -56,12 +56,15 @@ def check_shard_items(path: Path, block: range) -> None:
             with h5py.File(candidate, "r") as f:
                 held = [int(v) for v in f.attrs.get("shard_items", [])]
         except OSError as err:
-            raise StoreError(f"{candidate}: not a readable shard store ({err}); use --overwrite") from None
+            raise StoreError(
+                f"is needed to replace {candidate}: not a readable shard store ({err})", param="overwrite"
+            ) from None
         if held != [block.start, block.stop]:
             raise StoreError(
-                f"{candidate} holds items {held[0] if held else '?'}:{held[1] if held else '?'} but this run's "
-                f"shard is {block.start}:{block.stop} (another --batch-size or process count?); "
-                "use --overwrite to recompute the shards"
+                f"is needed to recompute the shards: {candidate} holds items {held[0] if held else '?'}:"
+                f"{held[1] if held else '?'} but this run's shard is {block.start}:{block.stop} "
+                "(another batch_size or process count?)",
+                param="overwrite",
             )
 
 

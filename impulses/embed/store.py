@@ -1,4 +1,4 @@
-"""The HDF5 embedding store (DESIGN.md's data contract): one embedding per sample, written once, read often.
+"""The HDF5 embedding store (the data contract between embedding and PU learning): one embedding per sample, written once, read often.
 
 A store is written as ``NAME.partial`` by a :class:`StoreWriter`, chunk by chunk, and renamed to
 ``NAME`` only when complete, so a reader never sees half-written features. An interrupted write
@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from impulses import __version__
-from impulses.errors import StoreError
+from impulses.errors import ParameterError, StoreError
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -336,7 +336,7 @@ class EmbeddingStore:
 
     @property
     def skipped(self) -> list[dict[str, str]]:
-        """Samples left out by ``--skip-bad``, each ``{"id": ..., "error": ...}``."""
+        """Samples left out by ``skip_bad``, each ``{"id": ..., "error": ...}``."""
         return list(self.meta.get("skipped") or [])
 
     # -- rows ------------------------------------------------------------------------------------
@@ -525,9 +525,9 @@ class StoreWriter:
         """Start a new store at ``path`` or, with ``resume``, continue the matching ``.partial`` one."""
         path = Path(path)
         if dtype not in DTYPES:
-            raise StoreError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if path.exists() and not overwrite:
-            raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+            raise StoreError(f"is needed to replace {path}: it already exists", param="overwrite")
         partial = partial_path(path)
         if partial.exists() and resume and not overwrite:
             return cls._resume(path, spec=spec, dim=dim, capacity=capacity, dtype=dtype)
@@ -596,15 +596,17 @@ class StoreWriter:
             found = _attr(f.attrs, "fingerprint")
             if found != spec.fingerprint:
                 raise StoreError(
-                    f"{partial} was started by a different run (encoder, weights, data or transform differ: "
-                    f"fingerprint {str(found)[:12]} != {spec.fingerprint[:12]}); "
-                    "use --overwrite to start over or choose another --out"
+                    f"is needed to start over: {partial} was started by a different run (encoder, weights, "
+                    f"data or transform differ: fingerprint {str(found)[:12]} != {spec.fingerprint[:12]}); "
+                    "or write to another path",
+                    param="overwrite",
                 )
             for key, want in (("dim", dim), ("dtype", dtype), ("capacity", capacity)):
                 if _attr(f.attrs, key) != want:
                     raise StoreError(
-                        f"{partial}: cannot resume, {key}={_attr(f.attrs, key)!r} but this run has {key}={want!r}; "
-                        "use --overwrite to start over"
+                        f"is needed to start over: {partial} cannot be resumed, {key}={_attr(f.attrs, key)!r} "
+                        f"but this run has {key}={want!r}",
+                        param="overwrite",
                     )
         except BaseException:
             f.close()
@@ -718,7 +720,7 @@ def join_shards(
     if not shards:
         raise StoreError(f"{path}: no shard stores to join")
     if path.exists() and not overwrite:
-        raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+        raise StoreError(f"is needed to replace {path}: it already exists", param="overwrite")
     opened = [EmbeddingStore.open(shard) for shard in shards]
     try:
         first = opened[0].meta

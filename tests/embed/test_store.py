@@ -109,7 +109,7 @@ def test_resume_refuses_another_run(tmp_path: Path) -> None:
     path = tmp_path / "s.h5"
     StoreWriter.create(path, spec=SPEC, dim=5, capacity=10).close()
     other = StoreSpec(encoder="enc", source="src", encoder_sha256="xyz", transform={"image_size": 8})
-    with pytest.raises(StoreError, match=r"different run.*--overwrite"):
+    with pytest.raises(StoreError, match=r"^overwrite is needed to start over: .*different run"):
         StoreWriter.create(path, spec=other, dim=5, capacity=10)
     with pytest.raises(StoreError, match="capacity"):
         StoreWriter.create(path, spec=SPEC, dim=5, capacity=11)
