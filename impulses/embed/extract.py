@@ -444,7 +444,9 @@ def embed_dataset(
     torch_device = resolve_device(device)
     if torch_device.type == "cuda" and ranks.distributed and torch_device.index is None:
         torch_device = torch.device("cuda", ranks.local_rank)
-    source = data if isinstance(data, ImageSource) else open_source(data, data_root=data_root, download=download)
+    source = (
+        data if isinstance(data, ImageSource) else open_source(data, data_root=data_root, download=download)
+    )
     loaded = load_encoder(
         encoder, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights, random_init=random_init
     )
@@ -467,7 +469,11 @@ def embed_dataset(
         "overwrite": overwrite,
         "skip_bad": skip_bad,
         "progress": progress,
-        "extra_attrs": {"encoder_spec": str(encoder), "encoder_preset": loaded.preset, "weights": loaded.weights},
+        "extra_attrs": {
+            "encoder_spec": str(encoder),
+            "encoder_preset": loaded.preset,
+            "weights": loaded.weights,
+        },
     }
     if ranks.distributed:
         result = embed_sharded(source, loaded.model, ConfigTransform(transform), out, ranks=ranks, **options)
@@ -591,7 +597,9 @@ def _run(
                     f"is off, so an unreadable image stops the run: {batch.bad[0][1]}", param="skip_bad"
                 )
             if batch.shapes:
-                raise _size_error(batch.shapes[0], next(s for s in batch.shapes if s[1] != batch.shapes[0][1]))
+                raise _size_error(
+                    batch.shapes[0], next(s for s in batch.shapes if s[1] != batch.shapes[0][1])
+                )
             if batch.images is not None:
                 shape = (batch.ids[0], tuple(batch.images.shape[1:]))
                 first = first or shape

@@ -93,7 +93,8 @@ def create_encoder(
     if entry is not None:
         if pretrained:
             raise ParameterError(
-                "pretrained", f"is not available for {name}: it has no published weights (give a weights file)"
+                "pretrained",
+                f"is not available for {name}: it has no published weights (give a weights file)",
             )
         model = entry.factory(in_chans=in_chans, cifar_stem=cifar_stem)
     else:
@@ -125,7 +126,7 @@ def _create_timm(name: str, *, pretrained: bool, in_chans: int) -> nn.Module:
                 raise ParameterError(
                     "pretrained",
                     f"{name}: its published weights are not in the local cache and {reason}; "
-                    "download them where there is network access, or give a local weights file"
+                    "download them where there is network access, or give a local weights file",
                 )
     try:
         return timm.create_model(
@@ -136,7 +137,7 @@ def _create_timm(name: str, *, pretrained: bool, in_chans: int) -> nn.Module:
             raise ParameterError(
                 "pretrained",
                 f"{name}: could not get its published weights ({err}); "
-                "download them where there is network access, or give a local weights file"
+                "download them where there is network access, or give a local weights file",
             ) from None
         raise
 
@@ -197,7 +198,9 @@ def offline_reason(name: str, *, timeout: float = 1.5) -> str:
     if cfg.hf_hub_id:
         from urllib.parse import urlparse
 
-        host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+        host = (
+            urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+        )
     elif cfg.url:
         from urllib.parse import urlparse
 

@@ -237,7 +237,9 @@ def test_embed_dataset_writes_the_sources_rows_and_is_up_to_date_on_rerun(tmp_pa
     result = embed_dataset("digits[0:300]", "smallcnn", out, batch_size=64, progress=False)
     assert result.is_main and (result.status, result.rows, result.processes) == ("written", 300, 1)
     summary = result.summary()
-    assert summary["store"] == str(out) and summary["dtype"] == "float16" and summary["images_embedded"] == 300
+    assert (
+        summary["store"] == str(out) and summary["dtype"] == "float16" and summary["images_embedded"] == 300
+    )
     assert summary["dim"] == result.dim and summary["skipped"] == 0
     source = open_source("digits[0:300]")
     loaded = load_encoder("smallcnn")
@@ -282,12 +284,21 @@ def test_mixed_image_sizes_need_an_image_size(tmp_path: Path, batch_size: int) -
     root = tmp_path / "images"
     for i, size in enumerate([(10, 12), (10, 12), (16, 9), (10, 12)]):
         write_image(root / f"{i}.png", i, size=size)
-    with pytest.raises(ParameterError, match=r"^image_size is not set and the images differ in size \(") as err:
+    with pytest.raises(
+        ParameterError, match=r"^image_size is not set and the images differ in size \("
+    ) as err:
         embed_dataset(
-            f"imagefolder:{root}", "smallcnn", tmp_path / "m.h5", batch_size=batch_size, workers=0, progress=False
+            f"imagefolder:{root}",
+            "smallcnn",
+            tmp_path / "m.h5",
+            batch_size=batch_size,
+            workers=0,
+            progress=False,
         )
     assert "\n" not in str(err.value) and "2.png is 9x16" in str(err.value)
-    result = embed_dataset(f"imagefolder:{root}", "smallcnn", tmp_path / "ok.h5", image_size=12, progress=False)
+    result = embed_dataset(
+        f"imagefolder:{root}", "smallcnn", tmp_path / "ok.h5", image_size=12, progress=False
+    )
     assert result.rows == 4
 
 
@@ -298,7 +309,9 @@ def test_a_timm_model_needs_pretrained_weights_or_random_init(tmp_path: Path) ->
         embed_dataset("digits[0:4]", vit, out, progress=False)
     assert not out.exists()
     # a ViT's patch grid fixes its input size: a size it rejects is one line naming image_size
-    with pytest.raises(ParameterError, match=rf"^image_size gives 32x32 pixel inputs, which {vit} does not") as err:
+    with pytest.raises(
+        ParameterError, match=rf"^image_size gives 32x32 pixel inputs, which {vit} does not"
+    ) as err:
         embed_dataset("digits[0:4]", vit, out, random_init=True, image_size=32, progress=False)
     assert "\n" not in str(err.value)
     assert not out.exists()
