@@ -297,7 +297,7 @@ def test_mixed_image_sizes_need_an_image_size(tmp_path: Path, batch_size: int) -
         )
     assert "\n" not in str(err.value) and "2.png is 9x16" in str(err.value)
     result = embed_dataset(
-        f"imagefolder:{root}", "smallcnn", tmp_path / "ok.h5", image_size=12, progress=False
+        f"imagefolder:{root}", "smallcnn", tmp_path / "ok.h5", image_size=12, workers=0, progress=False
     )
     assert result.rows == 4
 
