@@ -1,7 +1,11 @@
-"""Run-time choices shared by every stage: which device to use and how to show progress."""
+"""Run-time facts shared by every stage: this process's place in a torchrun job, the device, progress."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -14,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 if TYPE_CHECKING:  # torch is imported lazily: `impulses --help` stays fast
     import torch
@@ -23,8 +27,61 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a torchrun job: rank 0 of 1 when run alone.
+
+    Attributes:
+        rank: Global rank, 0 to ``world_size - 1``.
+        world_size: Number of processes in the job.
+        local_rank: Rank on this machine (picks the CUDA device).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process).
+
+        Raises:
+            ImpulsesError: The variables are not integers or the rank lies outside the world.
+        """
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise ImpulsesError(
+                "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)"
+            ) from None
+        if world < 1 or not 0 <= rank < world:
+            raise ImpulsesError(f"RANK={rank} is not within WORLD_SIZE={world}")
+        return cls(rank, world, local)
+
+    @property
+    def distributed(self) -> bool:
+        """True with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def enabled(self) -> bool:
+        """Same as :attr:`distributed` (the name the pretraining loop uses)."""
+        return self.distributed
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that writes shared outputs and prints summaries."""
+        return self.rank == 0
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; an unavailable device is a user error, not a crash."""
+    """The torch device for ``name``: ``auto`` picks CUDA when present, else the CPU.
+
+    Raises:
+        ParameterError: ``device`` is not a device name or names a device this machine lacks.
+    """
     import torch
 
     if name == "auto":
@@ -32,12 +89,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ImpulsesError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise ParameterError("device", f"{name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImpulsesError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise ParameterError("device", f"{name}: CUDA is not available on this machine (use cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ImpulsesError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        raise ParameterError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
+
+
+def _writable(folder: Path) -> bool:
+    """True when ``folder`` exists or can be made, and a file can be written in it (as numba checks)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def numba_cache_dir(package_dir: str | os.PathLike[str]) -> str | None:
+    """Where numba can cache the kernels compiled from ``package_dir``, chosen before numba is imported.
+
+    numba caches next to the source (``__pycache__``) or in the user cache (``$XDG_CACHE_HOME`` or
+    ``~/.cache``); when neither is writable (a read-only install run with ``HOME`` unwritable) a
+    function decorated with ``cache=True`` fails to compile ("no locator available"). Then a
+    private folder under the temporary directory takes their place.
+
+    Args:
+        package_dir: The folder of the module that holds the cached kernels.
+
+    Returns:
+        ``None`` when numba's own locations work (or ``NUMBA_CACHE_DIR`` is already set), a folder
+        to set as ``NUMBA_CACHE_DIR``, or ``""`` when nothing is writable: compile without a cache.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
+    if _writable(Path(package_dir) / "__pycache__") or _writable(user_cache / "numba"):
+        return None
+    fallback = Path(tempfile.gettempdir()) / f"impulses-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    return str(fallback) if _writable(fallback) else ""
 
 
 def make_progress(*extra_columns: object, transient: bool = False, disable: bool = False) -> Progress:

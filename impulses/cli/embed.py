@@ -85,7 +85,7 @@ def embed_command(
 
         torchrun --nproc_per_node 4 -m impulses embed --data cifar10:train --encoder resnet50 --cifar-stem --out runs/c10.h5
     """
-    from impulses.cli._pending import embed_dataset
+    from impulses.embed.extract import embed_dataset
 
     result = embed_dataset(
         data, encoder, out, data_root=data_root, download=download, weights=weights, pretrained=pretrained,

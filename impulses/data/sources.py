@@ -3,8 +3,8 @@
 Specs (see :func:`open_source`):
 
 - ``digits``: scikit-learn's 1,797 8x8 digits (bundled with scikit-learn, no download);
-- ``fashion-mnist[:train|:test]``: the four IDX files (gzipped or not) under ``--data-root``;
-- ``cifar10[:train|:test]``, ``cifar100[:train|:test]``: the python pickle batches under ``--data-root``;
+- ``fashion-mnist[:train|:test]``: the four IDX files (gzipped or not) under ``data_root``;
+- ``cifar10[:train|:test]``, ``cifar100[:train|:test]``: the python pickle batches under ``data_root``;
 - ``imagefolder:PATH``: image files under PATH, recursively; one subfolder per class gives targets and
   class names, a flat folder gives targets -1; ids are the paths relative to PATH.
 - ``manifest:FILE.csv|.parquet``: the images a table lists (:mod:`impulses.data.manifest`);
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from impulses.catalog import FASHION_MNIST_CLASSES
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 DATA_ROOT_ENV = "IMPULSES_DATA_ROOT"
@@ -254,7 +254,7 @@ def _find_images(root: Path) -> list[str]:
 
 # -- built-in datasets ----------------------------------------------------------------------------
 def default_data_root() -> Path:
-    """``$IMPULSES_DATA_ROOT`` or ``~/.cache/impulses/data``: where ``--download`` puts files by default."""
+    """``$IMPULSES_DATA_ROOT`` or ``~/.cache/impulses/data``: where ``download`` puts files by default."""
     return Path(os.environ.get(DATA_ROOT_ENV) or Path.home() / ".cache" / "impulses" / "data")
 
 
@@ -307,10 +307,11 @@ def _fashion_mnist(split: str, data_root: Path | None, download: bool) -> ArrayS
         paths = [_find_file(dirs, stem) for stem in stems]
     if None in paths:
         missing = stems[paths.index(None)]
-        hint = "" if data_root else " (no --data-root given)"
-        raise ImpulsesError(
-            f"fashion-mnist:{split}: {missing}[.gz] not found in {', '.join(map(str, dirs))}{hint}; "
-            "pass --data-root DIR holding the four IDX files, or --download"
+        given = f"{root}" if data_root else f"not given, so {root}"
+        raise ParameterError(
+            "data_root",
+            f"{given}: fashion-mnist:{split}'s {missing}[.gz] not found in {', '.join(map(str, dirs))}; "
+            "point it at the folder holding the four IDX files, or turn on download",
         )
     images, labels = (read_idx(p) for p in paths)  # type: ignore[arg-type]
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -369,10 +370,11 @@ def _cifar(name: str, split: str, data_root: Path | None, download: bool) -> Arr
         getattr(torchvision.datasets, tv_class)(str(root), train=split == "train", download=True)
         base = root / folder
     if base is None:
-        hint = "" if data_root else " (no --data-root given)"
-        raise ImpulsesError(
-            f"{name}:{split}: batch files {files[0]}... not found in {root / folder} or {root}{hint}; "
-            "pass --data-root DIR or --download"
+        given = f"{root}" if data_root else f"not given, so {root}"
+        raise ParameterError(
+            "data_root",
+            f"{given}: {name}:{split}'s batch files {files[0]}... not found in {root / folder} or {root}; "
+            "point it at the folder holding them, or turn on download",
         )
     chunks, labels = [], []
     for f in files:
@@ -418,11 +420,13 @@ def open_source(
     name = name.lower()
     if name == "imagefolder":
         if not arg:
-            raise ImpulsesError("--data imagefolder:PATH needs a folder path after the colon")
+            raise ParameterError("data", "imagefolder:PATH needs a folder path after the colon")
         return ImageFolderSource(arg)
     if name in ("manifest", "webdataset"):  # impulses.data.manifest / .webdataset (they import this module)
         if not arg:
-            raise ImpulsesError(f"{spec!r}: {name}: needs a {'file' if name == 'manifest' else 'shard'} path")
+            raise ParameterError(
+                "data", f"{spec!r}: {name}: needs a {'file' if name == 'manifest' else 'shard'} path"
+            )
         if name == "manifest":
             from impulses.data.manifest import ManifestSource
 
@@ -432,17 +436,18 @@ def open_source(
         return WebDatasetSource(arg)
     if name == "digits":
         if arg not in ("", "all"):
-            raise ImpulsesError(f"--data {spec!r}: digits has a single split (use 'digits')")
+            raise ParameterError("data", f"{spec!r}: digits has a single split (use 'digits')")
         return _digits()
     if name in ("fashion-mnist", "cifar10", "cifar100"):
         split = arg.lower() or "train"
         if split not in ("train", "test"):
-            raise ImpulsesError(f"--data {spec!r}: split must be 'train' or 'test', not {arg!r}")
+            raise ParameterError("data", f"{spec!r}: split must be 'train' or 'test', not {arg!r}")
         if name == "fashion-mnist":
             return _fashion_mnist(split, root, download)
         return _cifar(name, split, root, download)
-    raise ImpulsesError(
-        f"--data {spec!r} is not a known dataset spec (use digits, fashion-mnist[:train|:test], "
+    raise ParameterError(
+        "data",
+        f"{spec!r} is not a known dataset spec (use digits, fashion-mnist[:train|:test], "
         "cifar10[:train|:test], cifar100[:train|:test], imagefolder:PATH, manifest:FILE.csv|.parquet or "
-        "webdataset:SHARDS.tar, optionally ending in [start:stop])"
+        "webdataset:SHARDS.tar, optionally ending in [start:stop])",
     )

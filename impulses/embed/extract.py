@@ -1,6 +1,8 @@
 """Frozen-encoder extraction: run a model over a source once and write one embedding per sample.
 
-:func:`embed` is the engine of ``impulses embed``. The model runs in eval mode under
+:func:`embed_dataset` is ``impulses embed`` as one call: it checks the parameters, opens the
+source, loads the encoder, and runs :func:`embed` (one process) or the torchrun shards
+(:mod:`impulses.embed.shards`). :func:`embed` is the engine. The model runs in eval mode under
 ``torch.inference_mode`` (channels_last everywhere, bf16 autocast on CUDA, BatchNorm folded into the
 preceding convolution on the CPU); a DataLoader decodes and transforms images in worker processes
 (pinned memory on CUDA), and rows go to a :class:`~impulses.embed.store.StoreWriter` batch by batch,
@@ -11,6 +13,8 @@ from its last finished batch. A complete store of the same run is left alone ("u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +29,10 @@ from rich.text import Text
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from impulses.data.sources import BadImageError, ImageSource
-from impulses.embed.store import EmbeddingStore, StoreError, StoreSpec, StoreWriter
-from impulses.errors import ImpulsesError
-from impulses.runtime import make_progress
+from impulses.data.sources import ArraySource, BadImageError, ImageSource, RangeSource, open_source
+from impulses.embed.store import DTYPES, EmbeddingStore, StoreError, StoreSpec, StoreWriter
+from impulses.errors import ImpulsesError, ParameterError
+from impulses.runtime import DistInfo, make_progress, resolve_device
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # On the CPU a batch is run in slices of this many images: their activations stay in cache. Measured on a
@@ -38,19 +42,52 @@ CPU_MICRO_BATCH = 64
 
 @dataclass
 class EmbedResult:
-    """What one call of :func:`embed` did: ``status`` is ``written``, ``resumed`` or ``up-to-date``."""
+    """What one embedding run did.
+
+    Attributes:
+        path: The store written (a shard store on ranks other than 0 under torchrun).
+        status: ``written``, ``resumed``, ``up-to-date`` (nothing to do) or ``empty`` (a rank
+            with no rows of its own).
+        rows: Rows in the store.
+        dim: Features per row.
+        images: Images embedded by this call (0 when up to date; all ranks' on rank 0).
+        seconds: Wall time of the extraction loop (the slowest rank's on rank 0).
+        skipped: Unreadable images left out (``skip_bad``), each ``{"id", "error"}``.
+        dtype: The stored dtype.
+        processes: Processes that embedded (torchrun's world size).
+        is_main: False on torchrun ranks other than 0, which should print nothing.
+    """
 
     path: Path
     status: str
     rows: int
     dim: int
-    images: int = 0  # images embedded by this call (0 when up to date)
-    seconds: float = 0.0  # wall time of the extraction loop
+    images: int = 0
+    seconds: float = 0.0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    dtype: str = ""
+    processes: int = 1
+    is_main: bool = True
 
     @property
     def images_per_s(self) -> float:
+        """Throughput of this call's extraction loop."""
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The run as plain values: what ``impulses embed --json`` prints."""
+        return {
+            "store": str(self.path),
+            "status": self.status,
+            "rows": self.rows,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "images_embedded": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+            "skipped": len(self.skipped),
+            "processes": self.processes,
+        }
 
 
 class ConfigTransform:
@@ -96,6 +133,7 @@ class _Batch:
     targets: list[int]
     bad: list[tuple[str, str]]  # (id, error) of unreadable images
     items: int  # source items consumed, bad ones included
+    shapes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (id, shape): sizes differ
 
     def pin_memory(self) -> _Batch:  # called by the DataLoader's pinning thread on CUDA
         if self.images is not None:
@@ -104,13 +142,33 @@ class _Batch:
 
 
 def _collate(batch: Sequence[tuple[torch.Tensor | None, str, int, str]]) -> _Batch:
+    """One batch; images of different sizes come back unstacked, with their shapes, for a clear error.
+
+    (Raising here would reach the main process as a DataLoader worker traceback.)
+    """
     good = [b for b in batch if b[0] is not None]
+    shapes = [(b[1], tuple(b[0].shape)) for b in good]  # type: ignore[union-attr]
+    same = len({shape for _, shape in shapes}) <= 1
     return _Batch(
-        images=torch.stack([b[0] for b in good]) if good else None,  # type: ignore[misc]
+        images=torch.stack([b[0] for b in good]) if good and same else None,  # type: ignore[misc]
         ids=[b[1] for b in good],
         targets=[b[2] for b in good],
         bad=[(b[1], b[3]) for b in batch if b[0] is None],
         items=len(batch),
+        shapes=[] if same else shapes,
+    )
+
+
+def _size_error(first: tuple[str, tuple[int, ...]], other: tuple[str, tuple[int, ...]]) -> ParameterError:
+    """The images differ in size: the transform keeps each one's own size unless ``image_size`` is set."""
+
+    def side(shape: tuple[int, ...]) -> str:
+        return "x".join(map(str, shape[-2:]))
+
+    return ParameterError(
+        "image_size",
+        f"is not set and the images differ in size ({first[0]} is {side(first[1])}, {other[0]} is "
+        f"{side(other[1])} pixels); set it to resize every image to one size",
     )
 
 
@@ -188,9 +246,10 @@ def _check_rows(rows: np.ndarray, ids: Sequence[str], dtype: str, dim: int) -> N
             f"the encoder produced NaN or Inf for {int((~finite).sum())} image(s), e.g. {bad}"
         )
     if dtype == "float16" and rows.size and float(np.abs(rows).max()) > FLOAT16_MAX:
-        raise ImpulsesError(
-            f"embedding values up to {float(np.abs(rows).max()):.3g} exceed float16's range "
-            f"({FLOAT16_MAX:.0f}); rerun with --dtype float32"
+        raise ParameterError(
+            "dtype",
+            f"float16 cannot hold embedding values up to {float(np.abs(rows).max()):.3g} "
+            f"(its range ends at {FLOAT16_MAX:.0f}); use float32",
         )
 
 
@@ -213,7 +272,7 @@ def check_existing(path: Path, spec: StoreSpec, dtype: str) -> EmbeddingStore:
     try:
         store = EmbeddingStore.open(path)
     except StoreError as err:
-        raise StoreError(f"{err}; use --overwrite to recompute it") from None
+        raise StoreError(f"is needed to recompute {path}: {err}", param="overwrite") from None
     if store.fingerprint != spec.fingerprint:
         meta = store.meta
         differs = [
@@ -229,13 +288,15 @@ def check_existing(path: Path, spec: StoreSpec, dtype: str) -> EmbeddingStore:
         ]
         store.close()
         raise StoreError(
-            f"{path} already exists and was made by a different run (different {', '.join(differs) or 'fingerprint'}); "
-            "use --overwrite to replace it or choose another --out"
+            f"is needed to replace {path}: it was made by a different run "
+            f"(different {', '.join(differs) or 'fingerprint'}); or write to another path",
+            param="overwrite",
         )
     if store.dtype != dtype:
         store.close()
         raise StoreError(
-            f"{path} already exists with dtype {store.dtype}, not {dtype}; use --overwrite to rewrite it"
+            f"is needed to rewrite {path}: it holds dtype {store.dtype}, this run asks for {dtype}",
+            param="overwrite",
         )
     return store
 
@@ -269,10 +330,7 @@ def embed(
     out = Path(out)
     device = torch.device(device)
     items = range(len(source)) if items is None else items
-    if batch_size < 1:
-        raise ImpulsesError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers < 0:
-        raise ImpulsesError(f"--workers must be 0 or more, got {workers}")
+    _check_counts(batch_size, workers)
     if out.exists() and not overwrite:
         store = check_existing(out, spec, dtype)
         with store:
@@ -315,6 +373,148 @@ def embed(
         store = writer.finalize()
     with store:
         return EmbedResult(out, status, len(store), dim, embedded, seconds, skipped)
+
+
+def embed_dataset(
+    data: str | ImageSource,
+    encoder: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = False,
+    random_init: bool = False,
+    cifar_stem: bool = False,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "float16",
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed a dataset with a frozen encoder into the store ``out``: ``impulses embed`` in one call.
+
+    Rerunning the same call resumes an interrupted run from its last finished batch, or finds the
+    store up to date. Under torchrun each process embeds a block of whole batches into its own
+    shard store and rank 0 joins them into ``out`` (see :mod:`impulses.embed.shards`); each rank
+    runs on CUDA device ``LOCAL_RANK`` when ``device`` is ``auto`` or ``cuda``.
+
+    Args:
+        data: A dataset spec (``digits``, ``fashion-mnist:test``, ``imagefolder:PATH[0:100]``...,
+            see :func:`impulses.data.sources.open_source`) or an opened source.
+        encoder: A registered or timm encoder name, or an ``impulses pretrain`` checkpoint.
+        out: The store to write (``.h5``).
+        data_root: Folder holding (or receiving) the dataset files.
+        download: Let torchvision download a missing dataset.
+        weights: A local state dict for the named encoder.
+        pretrained: timm's published weights for the named encoder (from the local cache when
+            offline).
+        random_init: Embed with a timm model's random initial weights; without it a timm name
+            needs ``pretrained`` or ``weights`` (the store records ``weights: random``).
+        cifar_stem: 3x3 stride-1 first convolution and no max-pool (8-32 px images).
+        image_size: Input side in pixels (default: the encoder's test transform; images of
+            different sizes need one).
+        batch_size: Images per forward pass and per committed chunk.
+        workers: DataLoader worker processes (default: 0 for in-memory data, 4 for image files).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: Stored dtype, ``float16`` or ``float32``.
+        overwrite: Replace an existing store, or an unfinished one of another run.
+        skip_bad: Skip unreadable images (listed in the store's ``skipped``) instead of stopping.
+        progress: Show a progress bar (on stderr; rank 0 only).
+
+    Returns:
+        What the run did; ``summary()`` gives it as a dict, ``is_main`` is False on ranks != 0.
+
+    Raises:
+        ParameterError: A parameter the run cannot use (named), checked before any work.
+        ImpulsesError: Data, encoder or store problems (the message names the file or id).
+    """
+    if dtype not in DTYPES:
+        raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if image_size is not None and image_size < 1:
+        raise ParameterError("image_size", f"must be a positive number of pixels, got {image_size}")
+    _check_counts(batch_size, 0 if workers is None else workers)
+    from impulses.embed.shards import embed_sharded
+    from impulses.encoders import load_encoder
+
+    ranks = DistInfo.from_env()
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda" and ranks.distributed and torch_device.index is None:
+        torch_device = torch.device("cuda", ranks.local_rank)
+    source = (
+        data if isinstance(data, ImageSource) else open_source(data, data_root=data_root, download=download)
+    )
+    loaded = load_encoder(
+        encoder, cifar_stem=cifar_stem, pretrained=pretrained, weights=weights, random_init=random_init
+    )
+    transform = dict(loaded.transform)
+    if image_size is not None:
+        transform["image_size"] = image_size
+    spec = StoreSpec(loaded.name, source.spec, loaded.sha256, transform, source.digest)
+    if workers is None:
+        in_memory = isinstance(source.base if isinstance(source, RangeSource) else source, ArraySource)
+        workers = 0 if in_memory else 4
+    out = Path(out)
+    if overwrite or not out.exists():  # an existing store needs no forward pass: it is up to date or refused
+        check_input_size(source, loaded.model, ConfigTransform(transform), encoder=str(encoder))
+    options: dict[str, Any] = {
+        "spec": spec,
+        "batch_size": batch_size,
+        "workers": workers,
+        "device": torch_device,
+        "dtype": dtype,
+        "overwrite": overwrite,
+        "skip_bad": skip_bad,
+        "progress": progress,
+        "extra_attrs": {
+            "encoder_spec": str(encoder),
+            "encoder_preset": loaded.preset,
+            "weights": loaded.weights,
+        },
+    }
+    if ranks.distributed:
+        result = embed_sharded(source, loaded.model, ConfigTransform(transform), out, ranks=ranks, **options)
+    else:
+        result = embed(source, loaded.model, ConfigTransform(transform), out, **options)
+    return dataclasses.replace(result, dtype=dtype, processes=ranks.world_size, is_main=ranks.is_main)
+
+
+def check_input_size(
+    source: ImageSource, model: nn.Module, transform: Callable[[Image.Image], torch.Tensor], *, encoder: str
+) -> None:
+    """Run ``model`` on the first readable image: an input size it rejects is an error naming image_size.
+
+    A timm ViT, for one, accepts only the image size its patch grid was built for; found here, it
+    is one line before any work instead of an assertion deep in the model.
+    """
+    for index in range(min(len(source), 16)):
+        try:
+            image = source[index].image
+        except BadImageError:
+            continue
+        x = transform(image).unsqueeze(0)
+        try:
+            with torch.inference_mode():
+                model(x)
+        except (AssertionError, RuntimeError, ValueError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            side = "x".join(map(str, x.shape[-2:]))
+            raise ParameterError(
+                "image_size",
+                f"gives {side} pixel inputs, which {encoder} does not accept ({reason}); "
+                "use the size the encoder was made for",
+            ) from None
+        return
+
+
+def _check_counts(batch_size: int, workers: int) -> None:
+    if batch_size < 1:
+        raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ParameterError("workers", f"must be 0 or more, got {workers}")
 
 
 def _batches(
@@ -385,6 +585,7 @@ def _run(
         prefetch_factor=4 if workers else None,
     )
     embedded = 0
+    first: tuple[str, tuple[int, ...]] | None = None  # the first image's id and shape
     with (
         make_progress(ImagesPerSecond(), disable=not progress) as bar,
         torch.inference_mode(),
@@ -392,7 +593,18 @@ def _run(
         task = bar.add_task(description, total=total, completed=done)
         for batch, rows in _batches(loader, model, device):
             if batch.bad and not skip_bad:
-                raise ImpulsesError(f"{batch.bad[0][1]}; pass --skip-bad to skip unreadable images")
+                raise ImpulsesError(
+                    f"is off, so an unreadable image stops the run: {batch.bad[0][1]}", param="skip_bad"
+                )
+            if batch.shapes:
+                raise _size_error(
+                    batch.shapes[0], next(s for s in batch.shapes if s[1] != batch.shapes[0][1])
+                )
+            if batch.images is not None:
+                shape = (batch.ids[0], tuple(batch.images.shape[1:]))
+                first = first or shape
+                if shape[1] != first[1]:
+                    raise _size_error(first, shape)
             array = rows.numpy() if rows is not None else np.empty((0, dim), dtype=np.float32)
             _check_rows(array, batch.ids, dtype, dim)
             writer.append(

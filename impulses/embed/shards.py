@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,37 +23,9 @@ from torch import nn
 from impulses.data.sources import ImageSource
 from impulses.embed.extract import EmbedResult, check_existing, embed
 from impulses.embed.store import StoreError, StoreSpec, join_shards, partial_path
-from impulses.errors import ImpulsesError
+from impulses.runtime import DistInfo
 
 BARRIER_TIMEOUT = timedelta(hours=48)  # ranks wait for the slowest one; torchrun stops them all if one fails
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a torchrun job (rank 0 of 1 outside one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> RankInfo:
-        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (absent: a single process)."""
-        try:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            rank = int(os.environ.get("RANK", "0"))
-            local = int(os.environ.get("LOCAL_RANK", str(rank)))
-        except ValueError:
-            raise ImpulsesError(
-                "RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them)"
-            ) from None
-        if world < 1 or not 0 <= rank < world:
-            raise ImpulsesError(f"RANK={rank} is not within WORLD_SIZE={world}")
-        return cls(rank, world, local)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def shard_path(out: str | os.PathLike[str], rank: int, world_size: int) -> Path:
@@ -73,7 +44,7 @@ def rank_items(n_items: int, batch_size: int, rank: int, world_size: int) -> ran
 def check_shard_items(path: Path, block: range) -> None:
     """Refuse a shard store (finished or ``.partial``) that holds another block of items than ``block``.
 
-    The same shard name can hold another block after a rerun with another ``--batch-size`` (the blocks
+    The same shard name can hold another block after a rerun with another ``batch_size`` (the blocks
     are cut at batch boundaries); resuming or joining it would mix rows of the two layouts.
     """
     import h5py
@@ -85,12 +56,15 @@ def check_shard_items(path: Path, block: range) -> None:
             with h5py.File(candidate, "r") as f:
                 held = [int(v) for v in f.attrs.get("shard_items", [])]
         except OSError as err:
-            raise StoreError(f"{candidate}: not a readable shard store ({err}); use --overwrite") from None
+            raise StoreError(
+                f"is needed to replace {candidate}: not a readable shard store ({err})", param="overwrite"
+            ) from None
         if held != [block.start, block.stop]:
             raise StoreError(
-                f"{candidate} holds items {held[0] if held else '?'}:{held[1] if held else '?'} but this run's "
-                f"shard is {block.start}:{block.stop} (another --batch-size or process count?); "
-                "use --overwrite to recompute the shards"
+                f"is needed to recompute the shards: {candidate} holds items {held[0] if held else '?'}:"
+                f"{held[1] if held else '?'} but this run's shard is {block.start}:{block.stop} "
+                "(another batch_size or process count?)",
+                param="overwrite",
             )
 
 
@@ -101,7 +75,7 @@ def embed_sharded(
     out: str | os.PathLike[str],
     *,
     spec: StoreSpec,
-    ranks: RankInfo,
+    ranks: DistInfo,
     batch_size: int = 256,
     dtype: str = "float16",
     overwrite: bool = False,

@@ -1,4 +1,4 @@
-"""The HDF5 embedding store (DESIGN.md's data contract): one embedding per sample, written once, read often.
+"""The HDF5 embedding store (the data contract between embedding and PU learning): one embedding per sample, written once, read often.
 
 A store is written as ``NAME.partial`` by a :class:`StoreWriter`, chunk by chunk, and renamed to
 ``NAME`` only when complete, so a reader never sees half-written features. An interrupted write
@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from impulses import __version__
-from impulses.errors import StoreError
+from impulses.errors import ParameterError, StoreError
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -91,15 +91,36 @@ def _attr(attrs: h5py.AttributeManager, key: str, default: Any = None) -> Any:
 
 
 class EmbeddingStore:
-    """A finished embedding store, read lazily.
+    """A finished embedding store, read lazily; reads like a NumPy array of rows and a torch Dataset.
 
-    ``EmbeddingStore.open(path)`` validates the file (schema version, completeness, row counts);
-    ``ids``, ``targets`` and ``class_names`` are read once and cached; ``read()`` returns rows as
-    float32 (float16 on disk halves the file, float32 in memory keeps arithmetic exact enough).
+    ``EmbeddingStore.open(path)`` validates the file (schema version, completeness, row counts,
+    unique ids); ``ids``, ``targets`` and ``class_names`` are read once and cached.
+
+    Rows come back three ways:
+
+    - ``read(rows)`` returns float32 by default (float16 on disk halves the file, float32 in memory
+      keeps arithmetic exact enough), or the ``dtype`` asked for;
+    - indexing returns the **stored dtype**, as h5py and ``np.memmap`` do: ``store[i]`` is one row
+      (1-D), ``store[a:b]``, ``store[[5, 1, 5]]`` (any order, repeats allowed, negative indices
+      counted from the end) and ``store[bool_mask]`` are 2-D; ``len(store)`` and ``for row in
+      store`` work as on an array, and ``to_numpy()`` is the whole matrix;
+    - ``to_polars()`` is a frame of ``id``, ``target`` and ``embedding`` (an Array column).
+
+    Since ``store[i]`` and ``len(store)`` are all a map-style dataset needs, a store is a torch
+    ``Dataset``: ``DataLoader(store, batch_size=256, num_workers=2)`` yields the rows in batches.
+    The HDF5 file is opened on first access in each process, so a store handed to DataLoader
+    workers (fork or spawn) opens its own handle there.
+
+    Every read (``read``, ``iter_batches``, indexing, iteration) checks the rows it returns for
+    NaN/Inf with one vectorised ``np.isfinite`` over the block already in memory, and raises
+    :class:`StoreError` naming the store and the first bad row's id: features with NaN would
+    otherwise train heads whose every weight is NaN. Open with ``allow_nonfinite=True`` to read
+    such rows anyway; :meth:`finite_rows` says which rows are usable.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, allow_nonfinite: bool = False) -> None:
         self.path = Path(path)
+        self.allow_nonfinite = allow_nonfinite
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._ids: np.ndarray | None = None
@@ -108,8 +129,24 @@ class EmbeddingStore:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, check_finite: bool = False) -> EmbeddingStore:
-        """Open and validate the store at ``path``; raise :class:`StoreError` saying what is wrong."""
+    def open(
+        cls, path: str | os.PathLike[str], *, allow_nonfinite: bool = False, check_finite: bool = False
+    ) -> EmbeddingStore:
+        """Open and validate the store at ``path``.
+
+        Args:
+            path: The ``.h5`` store.
+            allow_nonfinite: Return rows holding NaN/Inf instead of raising on them (select the
+                usable rows with :meth:`finite_rows`).
+            check_finite: Scan every row now and raise if any holds NaN/Inf (``info --check``).
+
+        Returns:
+            The open store.
+
+        Raises:
+            StoreError: The file is missing, unfinished, malformed, holds duplicate ids, or (with
+                ``check_finite``) holds NaN/Inf; the message says which.
+        """
         path = Path(path)
         if not path.exists():
             hint = (
@@ -118,7 +155,7 @@ class EmbeddingStore:
                 else ""
             )
             raise StoreError(f"{path}: no such embedding store{hint}")
-        store = cls(path)
+        store = cls(path, allow_nonfinite=allow_nonfinite)
         store.validate()
         if check_finite:
             store.check_finite()
@@ -184,6 +221,22 @@ class EmbeddingStore:
                 f"{where}: attribute dim={_attr(f.attrs, 'dim')} but /embeddings has {dim} columns"
             )
         self._validate_shards(f)
+        self._validate_ids(n)
+
+    def _validate_ids(self, n: int) -> None:
+        """Ids must be unique: label sets and predictions address rows by id."""
+        row_of = {key: row for row, key in enumerate(self.ids)}
+        if len(row_of) != n:
+            seen: set[str] = set()
+            dupes: list[str] = []
+            for key in self.ids:
+                if key in seen and key not in dupes:
+                    dupes.append(key)
+                seen.add(key)
+            shown = ", ".join(repr(str(d)) for d in dupes[:5])
+            more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
+            raise StoreError(f"{self.path}: duplicate ids {shown}{more}; ids must be unique")
+        self._row_of = row_of
 
     def _validate_shards(self, f: h5py.File) -> None:
         """A store joined from shard files (virtual datasets) must find every shard, complete."""
@@ -205,16 +258,33 @@ class EmbeddingStore:
                         f"{self.path}: shard {shard_path} has {sf['embeddings'].shape[0]} rows, expected {shard['rows']}"
                     )
 
+    def finite_rows(self, batch_rows: int = 65536) -> np.ndarray:
+        """A boolean mask, one entry per row: True where the embedding holds no NaN or Inf (a full scan)."""
+        ds = self.embeddings
+        n = len(self)
+        mask = np.empty(n, dtype=bool)
+        for start in range(0, n, batch_rows):
+            stop = min(n, start + batch_rows)
+            mask[start:stop] = np.isfinite(ds[start:stop]).all(axis=1)
+        return mask
+
     def check_finite(self, batch_rows: int = 65536) -> None:
-        """Scan every row; raise naming the first ids whose embedding holds NaN or Inf."""
-        for start, block in self.iter_batches(batch_rows):
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
-                rows = np.flatnonzero(bad)[:5] + start
-                names = ", ".join(str(self.ids[r]) for r in rows)
-                raise StoreError(
-                    f"{self.path}: {int(bad.sum())}+ embeddings hold NaN or Inf, first ids: {names}"
-                )
+        """Scan every row; raise :class:`StoreError` naming the first ids whose embedding holds NaN or Inf."""
+        bad = np.flatnonzero(~self.finite_rows(batch_rows))
+        if bad.size:
+            names = ", ".join(repr(str(self.ids[r])) for r in bad[:5])
+            raise StoreError(f"{self.path}: {bad.size} embeddings hold NaN or Inf, first ids: {names}")
+
+    def _checked(self, block: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """``block`` (the rows ``rows`` of the store) if every value is finite, else a StoreError."""
+        if self.allow_nonfinite or block.size == 0 or np.isfinite(block).all():
+            return block
+        first = int(np.flatnonzero(~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1))[0])
+        row = rows.start + first if isinstance(rows, slice) else int(rows[first])
+        raise StoreError(
+            f"{self.path}: row {row} (id {str(self.ids[row])!r}) holds NaN or Inf; open the store with "
+            "allow_nonfinite=True to read such rows, and select the usable ones with finite_rows()"
+        )
 
     # -- metadata --------------------------------------------------------------------------------
     @property
@@ -266,7 +336,7 @@ class EmbeddingStore:
 
     @property
     def skipped(self) -> list[dict[str, str]]:
-        """Samples left out by ``--skip-bad``, each ``{"id": ..., "error": ...}``."""
+        """Samples left out by ``skip_bad``, each ``{"id": ..., "error": ...}``."""
         return list(self.meta.get("skipped") or [])
 
     # -- rows ------------------------------------------------------------------------------------
@@ -278,22 +348,100 @@ class EmbeddingStore:
     def read(
         self, rows: slice | Sequence[int] | np.ndarray | None = None, dtype: Any = np.float32
     ) -> np.ndarray:
-        """Rows of embeddings as an in-memory array: all (``None``), a slice, or row indices in any order."""
-        ds = self.embeddings
-        if rows is None:
-            rows = slice(None)
+        """Rows of embeddings as an in-memory 2-D array.
+
+        Args:
+            rows: All rows (``None``), a slice, row indices in any order (repeats and negative
+                indices allowed) or a boolean mask of one entry per row.
+            dtype: The returned dtype (float32 by default; ``store.dtype`` keeps the stored one).
+
+        Returns:
+            A ``(len(rows), dim)`` array.
+
+        Raises:
+            StoreError: A returned row holds NaN/Inf (unless opened with ``allow_nonfinite``).
+            IndexError: An index is out of range.
+        """
+        return np.asarray(self._rows(slice(None) if rows is None else rows), dtype=dtype)
+
+    def _rows(self, rows: slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows in the stored dtype, checked for NaN/Inf: the one path every read takes."""
+        n = len(self)
         if isinstance(rows, slice):
-            return np.asarray(ds[rows], dtype=dtype)
-        index = np.asarray(rows, dtype=np.int64)
+            start, stop, step = rows.indices(n)
+            if step == 1:
+                span = slice(start, max(start, stop))
+                return self._checked(self.embeddings[span], span)
+            rows = np.arange(start, stop, step)
+        index = np.asarray(rows)
+        if index.dtype == bool:
+            if index.shape != (n,):
+                raise IndexError(f"boolean mask of shape {index.shape} for {self.path} with {n} rows")
+            index = np.flatnonzero(index)
         if index.size == 0:
-            return np.empty((0, self.dim), dtype=dtype)
-        if index.min() < 0 or index.max() >= len(self):
-            raise IndexError(f"row index out of range for {self.path} with {len(self)} rows")
-        lo, hi = int(index.min()), int(index.max()) + 1
-        return np.asarray(ds[lo:hi], dtype=dtype)[index - lo]
+            return np.empty((0, self.dim), dtype=self.dtype)
+        if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+            raise IndexError(f"rows of {self.path} are selected by a slice, integers or a boolean mask")
+        index = index.astype(np.int64)
+        if index.min() < -n or index.max() >= n:
+            raise IndexError(f"row index out of range for {self.path} with {n} rows")
+        index = np.where(index < 0, index + n, index)
+        return self._checked(self._gather(index), index)
+
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (any order, repeats allowed) read as contiguous runs (h5py wants sorted unique)."""
+        wanted, inverse = np.unique(index, return_inverse=True)
+        # A gap of more than a chunk between wanted rows starts a new read; shorter gaps are read through.
+        gap = rows_per_chunk(self.dim, self.dtype)
+        breaks = np.flatnonzero(np.diff(wanted) > gap) + 1
+        ds = self.embeddings
+        parts = []
+        for run in np.split(wanted, breaks):
+            lo, hi = int(run[0]), int(run[-1]) + 1
+            parts.append(ds[lo:hi][run - lo])
+        return np.concatenate(parts)[inverse]
+
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        """``store[i]`` -> one row (1-D); a slice, indices or a boolean mask -> 2-D; stored dtype."""
+        if isinstance(key, (int, np.integer)):
+            n = len(self)
+            if not -n <= key < n:
+                raise IndexError(f"row {key} out of range for {self.path} with {n} rows")
+            return self._rows([int(key)])[0]
+        return self._rows(key)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Rows ``indices`` in one read: what a torch DataLoader asks for one batch."""
+        return list(self._rows(list(indices)))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Rows one by one (1-D, stored dtype), read a chunk at a time."""
+        for _, block in self.iter_batches(rows_per_chunk(self.dim, self.dtype), dtype=self.dtype):
+            yield from block
+
+    def to_numpy(self, dtype: Any = None) -> np.ndarray:
+        """Every row as one ``(N, dim)`` array, in the stored dtype unless ``dtype`` says otherwise."""
+        return self.read(dtype=dtype or self.dtype)
+
+    def to_polars(self) -> Any:
+        """A polars DataFrame: ``id`` (str), ``target`` (int64, -1 unknown), ``embedding`` (Array of float32).
+
+        Raises:
+            StoreError: A row holds NaN/Inf (unless opened with ``allow_nonfinite``).
+        """
+        import polars as pl
+
+        matrix = self.read(dtype=np.float32)
+        return pl.DataFrame(
+            {
+                "id": pl.Series("id", self.ids.tolist(), dtype=pl.Utf8),
+                "target": pl.Series("target", self.targets, dtype=pl.Int64),
+                "embedding": pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, self.dim)),
+            }
+        )
 
     def iter_batches(self, batch_rows: int, dtype: Any = np.float32) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start_row, block)`` over the store in order, ``batch_rows`` rows at a time."""
+        """Yield ``(start_row, block)`` over the store in order, ``batch_rows`` rows at a time (checked as ``read``)."""
         n = len(self)
         for start in range(0, n, batch_rows):
             yield start, self.read(slice(start, min(n, start + batch_rows)), dtype=dtype)
@@ -377,9 +525,9 @@ class StoreWriter:
         """Start a new store at ``path`` or, with ``resume``, continue the matching ``.partial`` one."""
         path = Path(path)
         if dtype not in DTYPES:
-            raise StoreError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if path.exists() and not overwrite:
-            raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+            raise StoreError(f"is needed to replace {path}: it already exists", param="overwrite")
         partial = partial_path(path)
         if partial.exists() and resume and not overwrite:
             return cls._resume(path, spec=spec, dim=dim, capacity=capacity, dtype=dtype)
@@ -448,15 +596,17 @@ class StoreWriter:
             found = _attr(f.attrs, "fingerprint")
             if found != spec.fingerprint:
                 raise StoreError(
-                    f"{partial} was started by a different run (encoder, weights, data or transform differ: "
-                    f"fingerprint {str(found)[:12]} != {spec.fingerprint[:12]}); "
-                    "use --overwrite to start over or choose another --out"
+                    f"is needed to start over: {partial} was started by a different run (encoder, weights, "
+                    f"data or transform differ: fingerprint {str(found)[:12]} != {spec.fingerprint[:12]}); "
+                    "or write to another path",
+                    param="overwrite",
                 )
             for key, want in (("dim", dim), ("dtype", dtype), ("capacity", capacity)):
                 if _attr(f.attrs, key) != want:
                     raise StoreError(
-                        f"{partial}: cannot resume, {key}={_attr(f.attrs, key)!r} but this run has {key}={want!r}; "
-                        "use --overwrite to start over"
+                        f"is needed to start over: {partial} cannot be resumed, {key}={_attr(f.attrs, key)!r} "
+                        f"but this run has {key}={want!r}",
+                        param="overwrite",
                     )
         except BaseException:
             f.close()
@@ -570,7 +720,7 @@ def join_shards(
     if not shards:
         raise StoreError(f"{path}: no shard stores to join")
     if path.exists() and not overwrite:
-        raise StoreError(f"{path} already exists (use --overwrite to replace it)")
+        raise StoreError(f"is needed to replace {path}: it already exists", param="overwrite")
     opened = [EmbeddingStore.open(shard) for shard in shards]
     try:
         first = opened[0].meta

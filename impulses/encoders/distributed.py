@@ -9,47 +9,28 @@ averaging, the parameter gradients equal a single process's on the global batch.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
+from impulses.runtime import DistInfo
 
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+# The pretraining loop still imports this name; it is the one torchrun description, DistInfo.
+DistContext = DistInfo
 
 
-def env_context() -> DistContext:
-    """The torchrun variables RANK, WORLD_SIZE and LOCAL_RANK (defaults: a single process)."""
-    return DistContext(
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-    )
+def env_context() -> DistInfo:
+    """The torchrun variables RANK, WORLD_SIZE and LOCAL_RANK (a single process when absent)."""
+    return DistInfo.from_env()
 
 
-def init_distributed(device: torch.device) -> DistContext:
+def init_distributed(device: torch.device) -> DistInfo:
     """Join the torchrun process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
-    ctx = env_context()
-    if ctx.enabled and not dist.is_initialized():
+    info = DistInfo.from_env()
+    if info.distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
-        ctx = DistContext(dist.get_rank(), dist.get_world_size(), ctx.local_rank)
-    return ctx
+        info = DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
+    return info
 
 
 def is_distributed() -> bool:

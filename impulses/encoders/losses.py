@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from impulses.encoders.distributed import gather_with_grad, is_distributed
+from impulses.errors import ParameterError
 
 
 def _logits(
@@ -32,9 +33,11 @@ def _logits(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """(2b, 2B) similarity logits of local anchors against all views, the self and positive columns, and B."""
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"z1 and z2 must both be (B, d); got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ParameterError(
+            ("z1", "z2"), f"must both be (B, d); got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise ParameterError("temperature", f"must be positive, got {temperature}")
     z1 = F.normalize(z1.float(), dim=1)
     z2 = F.normalize(z2.float(), dim=1)
     b = z1.shape[0]
@@ -47,7 +50,9 @@ def _logits(
         all1, all2, offset = z1, z2, 0
     big_b = all1.shape[0]
     if big_b < 2:
-        raise ValueError("contrastive losses need at least 2 images in the (global) batch")
+        raise ParameterError(
+            ("z1", "z2"), "need at least 2 images in the (global) batch for a contrastive loss"
+        )
     logits = torch.cat([z1, z2]) @ torch.cat([all1, all2]).T / temperature
     local = torch.arange(b, device=z1.device) + offset
     self_col = torch.cat([local, local + big_b])
@@ -75,7 +80,7 @@ def debiased_contrastive_loss(
 ) -> torch.Tensor:
     """Chuang et al.'s debiased contrastive loss, mean over the 2B anchors (see the module docstring)."""
     if not 0.0 <= tau_plus < 1.0:
-        raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+        raise ParameterError("tau_plus", f"must be in [0, 1), got {tau_plus}")
     with torch.autocast(z1.device.type, enabled=False):
         logits, self_col, pos_col, big_b = _logits(z1, z2, temperature, gather)
         n_neg = 2 * big_b - 2

@@ -22,14 +22,23 @@ from the torch kernel's matmuls, by float32 rounding (tested against it and agai
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from impulses.errors import ParameterError
+from impulses.runtime import numba_cache_dir
+
+# Neither this folder nor HOME writable: numba caches in a temporary folder, or ("") not at all.
+_CACHE_DIR = numba_cache_dir(Path(__file__).parent)
+if _CACHE_DIR:
+    os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
 
 try:
+    import numba
     from llvmlite import ir
     from numba import njit, prange, types
     from numba.core.extending import intrinsic, overload
@@ -37,6 +46,8 @@ except ImportError:  # pragma: no cover - numba is a declared dependency; the tr
     AVAILABLE = False
 else:
     AVAILABLE = True
+    if _CACHE_DIR:  # numba may have read its config before this module set the variable
+        numba.config.CACHE_DIR = _CACHE_DIR
 
 COLUMN_BLOCK = 256  # columns of the gradient one thread accumulates at a time (1 KiB per head)
 FASTMATH = {"reassoc", "contract"}  # vectorised dot products and FMAs; NaN/inf still propagate
@@ -110,7 +121,7 @@ if AVAILABLE:
             for i in range(z.shape[0]):
                 g[i] = neg_v[i] + one / (one + np.exp(-z[i])) * u[i]
 
-    @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True)
+    @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=_CACHE_DIR != "")
     def _epoch(X, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v, is_pu,
                neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, scratch):  # fmt: skip  # pragma: no cover
         dim, heads = X.shape[1], theta.shape[0]

@@ -83,7 +83,7 @@ def test_fashion_mnist_matches_an_independent_reader(fashion_root: Path, tmp_pat
 
 
 def test_fashion_mnist_missing_files_name_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(ImpulsesError, match=r"t10k-images-idx3-ubyte.*--data-root"):
+    with pytest.raises(ImpulsesError, match=r"^data_root .*t10k-images-idx3-ubyte.*turn on download"):
         open_source("fashion-mnist:test", data_root=tmp_path)
 
 
@@ -139,7 +139,7 @@ def test_cifar_batches_are_read_in_order_as_rgb(tmp_path: Path, name: str) -> No
 
 
 def test_cifar_missing_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ImpulsesError, match=r"cifar10:train.*--download"):
+    with pytest.raises(ImpulsesError, match=r"^data_root .*cifar10:train.*turn on download"):
         open_source("cifar10", data_root=tmp_path)
 
 

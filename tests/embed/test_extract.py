@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from impulses.data.sources import ImageSource, Sample, open_source
-from impulses.embed.extract import ConfigTransform, embed, fold_batchnorm
+from impulses.embed.extract import ConfigTransform, embed, embed_dataset, fold_batchnorm
 from impulses.embed.store import EmbeddingStore, StoreSpec, partial_path
-from impulses.errors import ImpulsesError, StoreError
+from impulses.errors import ImpulsesError, ParameterError, StoreError
 
 from .conftest import TRANSFORM, TinyEncoder
 
@@ -118,9 +118,12 @@ def test_complete_store_is_up_to_date_or_refused(tmp_path: Path, digits40, tiny_
     stamp = os.stat(out).st_mtime_ns
     again = embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40))
     assert again.status == "up-to-date" and again.rows == 40 and os.stat(out).st_mtime_ns == stamp
-    with pytest.raises(StoreError, match=r"different run \(different encoder_sha256\).*--overwrite"):
+    with pytest.raises(
+        StoreError,
+        match=r"^overwrite is needed to replace .*s\.h5: it was made by a different run \(different encoder_sha256\)",
+    ):
         embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40, encoder_sha256="1" * 64))
-    with pytest.raises(StoreError, match="dtype float16, not float32"):
+    with pytest.raises(StoreError, match="holds dtype float16, this run asks for float32"):
         embed(digits40, tiny_encoder, transform, out, spec=_spec(digits40), dtype="float32")
     replaced = embed(
         digits40, tiny_encoder, transform, out, spec=_spec(digits40, encoder_sha256="1" * 64), overwrite=True
@@ -144,7 +147,10 @@ def test_partial_of_another_run_is_refused(tmp_path: Path, digits40, transform) 
 def test_corrupt_image_stops_the_run_naming_it(tmp_path: Path, make_folder, transform, workers: int) -> None:
     root = make_folder({"cat/a.png": "RGB", "cat/broken.png": "corrupt", "dog/c.png": "L"})
     source = open_source(f"imagefolder:{root}")
-    with pytest.raises(ImpulsesError, match=r"broken\.png: cannot read image.*--skip-bad"):
+    with pytest.raises(
+        ImpulsesError,
+        match=r"^skip_bad is off, so an unreadable image stops the run: .*broken\.png: cannot read image",
+    ):
         embed(source, TinyEncoder(), transform, tmp_path / "s.h5", spec=_spec(source), workers=workers)
 
 
@@ -181,7 +187,7 @@ class _Scaled(nn.Module):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (_Scaled(1e6), "exceed float16's range.*--dtype float32"),
+        (_Scaled(1e6), "^dtype float16 cannot hold embedding values up to .*; use float32"),
         (_Scaled(float("nan")), r"NaN or Inf for 16 image.*digits/all/0"),
         (_Scaled(1.0, shape=(2, 3)), r"returned shape \(1, 2, 3\) for a batch of 1.*\(batch, features\)"),
     ],
@@ -221,3 +227,95 @@ def test_cpu_slices_of_a_large_batch_match_one_forward(tmp_path: Path, transform
     with EmbeddingStore.open(tmp_path / "s.h5") as store:
         assert len(store) == 150
         np.testing.assert_allclose(store.read(), _expected(source, TinyEncoder()), rtol=2e-3, atol=2e-3)
+
+
+# -- embed_dataset: the whole `impulses embed` in one call ------------------------------------------
+def test_embed_dataset_writes_the_sources_rows_and_is_up_to_date_on_rerun(tmp_path: Path) -> None:
+    from impulses.encoders import load_encoder
+
+    out = tmp_path / "digits.h5"
+    result = embed_dataset("digits[0:300]", "smallcnn", out, batch_size=64, progress=False)
+    assert result.is_main and (result.status, result.rows, result.processes) == ("written", 300, 1)
+    summary = result.summary()
+    assert (
+        summary["store"] == str(out) and summary["dtype"] == "float16" and summary["images_embedded"] == 300
+    )
+    assert summary["dim"] == result.dim and summary["skipped"] == 0
+    source = open_source("digits[0:300]")
+    loaded = load_encoder("smallcnn")
+    with EmbeddingStore.open(out) as store:
+        assert store.ids.tolist() == [source.sample_id(i) for i in range(300)]
+        assert store.targets.tolist() == [source[i].target for i in range(300)]
+        assert store.meta["weights"] == "random" and store.meta["encoder_spec"] == "smallcnn"
+        transform = ConfigTransform(loaded.transform)
+        picks = [0, 151, 299]
+        with torch.no_grad():
+            direct = loaded.model(torch.stack([transform(source[i].image) for i in picks])).numpy()
+        np.testing.assert_allclose(store.read(picks), direct, rtol=2e-3, atol=2e-3)
+    again = embed_dataset("digits[0:300]", "smallcnn", out, batch_size=64, progress=False)
+    assert (again.status, again.rows, again.images) == ("up-to-date", 300, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"dtype": "float64"}, "dtype"),
+        ({"image_size": 0}, "image_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"workers": -1}, "workers"),
+        ({"device": "tpu:x"}, "device"),
+        ({"encoder": "resnet18x"}, "encoder"),
+        ({"data": "mnist"}, "data"),
+    ],
+)
+def test_embed_dataset_names_the_parameter_before_any_work(tmp_path: Path, options: dict, param: str) -> None:
+    args = {"data": "digits[0:8]", "encoder": "smallcnn", "out": tmp_path / "x.h5", **options}
+    with pytest.raises(ParameterError) as err:
+        embed_dataset(progress=False, **args)
+    assert err.value.params == (param,) and str(err.value).startswith(param + " ")
+    assert "--" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("batch_size", [4, 1])  # differing sizes in one batch, or across batches
+def test_mixed_image_sizes_need_an_image_size(tmp_path: Path, batch_size: int) -> None:
+    from tests.conftest import write_image
+
+    root = tmp_path / "images"
+    for i, size in enumerate([(10, 12), (10, 12), (16, 9), (10, 12)]):
+        write_image(root / f"{i}.png", i, size=size)
+    with pytest.raises(
+        ParameterError, match=r"^image_size is not set and the images differ in size \("
+    ) as err:
+        embed_dataset(
+            f"imagefolder:{root}",
+            "smallcnn",
+            tmp_path / "m.h5",
+            batch_size=batch_size,
+            workers=0,
+            progress=False,
+        )
+    assert "\n" not in str(err.value) and "2.png is 9x16" in str(err.value)
+    result = embed_dataset(
+        f"imagefolder:{root}", "smallcnn", tmp_path / "ok.h5", image_size=12, workers=0, progress=False
+    )
+    assert result.rows == 4
+
+
+def test_a_timm_model_needs_pretrained_weights_or_random_init(tmp_path: Path) -> None:
+    out = tmp_path / "vit.h5"
+    vit = "vit_tiny_patch16_224"
+    with pytest.raises(ParameterError, match=rf"^random_init is needed to embed with {vit}'s random"):
+        embed_dataset("digits[0:4]", vit, out, progress=False)
+    assert not out.exists()
+    # a ViT's patch grid fixes its input size: a size it rejects is one line naming image_size
+    with pytest.raises(
+        ParameterError, match=rf"^image_size gives 32x32 pixel inputs, which {vit} does not"
+    ) as err:
+        embed_dataset("digits[0:4]", vit, out, random_init=True, image_size=32, progress=False)
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+    result = embed_dataset("digits[0:4]", vit, out, random_init=True, progress=False)
+    assert (result.rows, result.dim) == (4, 192)
+    with EmbeddingStore.open(out) as store:
+        assert store.meta["weights"] == "random" and store.meta["transform"]["image_size"] == 224

@@ -59,3 +59,18 @@ def test_describe_unfinished_store_shows_progress(tmp_path: Path) -> None:
     assert info["fingerprint"] == SPEC.fingerprint and info["source"] == "src"
     with pytest.raises(ImpulsesError, match="no such file"):
         describe_store(tmp_path / "missing.h5")
+
+
+def test_info_check_reports_duplicate_ids_and_nonfinite_rows(tmp_path: Path, cli) -> None:
+    import h5py
+
+    path = tmp_path / "s.h5"
+    EmbeddingStore.write(path, np.ones((4, 3), dtype=np.float32), ["a", "b", "c", "d"]).close()
+    with h5py.File(path, "r+") as f:
+        f["embeddings"][2, 0] = np.inf
+    result = cli("info", path, "--check")
+    assert result.code == 2 and "s.h5" in result.stderr and "'c'" in result.stderr
+    with h5py.File(path, "r+") as f:
+        f["ids"][3] = "a"
+    result = cli("info", path, "--check")
+    assert result.code == 2 and "duplicate ids 'a'" in result.stderr

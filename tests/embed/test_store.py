@@ -109,7 +109,7 @@ def test_resume_refuses_another_run(tmp_path: Path) -> None:
     path = tmp_path / "s.h5"
     StoreWriter.create(path, spec=SPEC, dim=5, capacity=10).close()
     other = StoreSpec(encoder="enc", source="src", encoder_sha256="xyz", transform={"image_size": 8})
-    with pytest.raises(StoreError, match=r"different run.*--overwrite"):
+    with pytest.raises(StoreError, match=r"^overwrite is needed to start over: .*different run"):
         StoreWriter.create(path, spec=other, dim=5, capacity=10)
     with pytest.raises(StoreError, match="capacity"):
         StoreWriter.create(path, spec=SPEC, dim=5, capacity=11)
@@ -255,3 +255,117 @@ def test_join_refuses_shards_of_different_runs(tmp_path: Path) -> None:
         join_shards(tmp_path / "a" / "out.h5", [a[0], b_here])
     with pytest.raises(StoreError, match="its folder"):
         join_shards(tmp_path / "a" / "sub" / "out.h5", a)
+
+
+def _nan_store(tmp_path: Path, bad_rows: tuple[int, ...] = (4, 7)) -> tuple[Path, np.ndarray]:
+    """A store whose ``bad_rows`` hold NaN/Inf, set with h5py after writing as a foreign tool would."""
+    path = tmp_path / "nan.h5"
+    x = _rows(10)
+    EmbeddingStore.write(path, x, _ids(10), dtype="float32").close()
+    with h5py.File(path, "r+") as f:
+        for i, row in enumerate(bad_rows):
+            f["embeddings"][row, 1] = np.nan if i % 2 == 0 else np.inf
+            x[row, 1] = np.nan if i % 2 == 0 else np.inf
+    return path, x
+
+
+def test_indexing_reads_the_rows_read_returns(tmp_path: Path) -> None:
+    x = _rows(3000, dim=300)  # several HDF5 chunks (rows_per_chunk(300, float16) = 1747)
+    store = EmbeddingStore.write(tmp_path / "s.h5", x, _ids(3000), targets=np.arange(3000) % 3)
+    full = store.read()
+    stored = full.astype(np.float16)
+    assert store[5].shape == (300,) and store[5].dtype == np.float16
+    np.testing.assert_array_equal(store[5], stored[5])
+    np.testing.assert_array_equal(store[-1], stored[-1])
+    np.testing.assert_array_equal(store[10:20], stored[10:20])
+    np.testing.assert_array_equal(store[2990:5000], stored[2990:])
+    np.testing.assert_array_equal(store[::700], stored[::700])
+    np.testing.assert_array_equal(store[20:10], stored[20:10])
+    picks = [2999, 0, 5, 5, 1800, -3, 4]  # any order, repeats, negative, across chunks with gaps
+    np.testing.assert_array_equal(store[picks], stored[picks])
+    np.testing.assert_array_equal(store[np.array(picks)], stored[picks])
+    np.testing.assert_array_equal(store.read(picks), full[picks])
+    mask = np.arange(3000) % 7 == 0
+    np.testing.assert_array_equal(store[mask], stored[mask])
+    assert store[[]].shape == (0, 300)
+    for bad in (3000, -3001, [0, 3000]):
+        with pytest.raises(IndexError, match="out of range"):
+            store[bad]
+    assert len(store) == 3000
+    rows = list(store)
+    assert len(rows) == 3000 and rows[0].shape == (300,)
+    np.testing.assert_array_equal(np.stack(rows), stored)
+    assert store.to_numpy().dtype == np.float16
+    np.testing.assert_array_equal(store.to_numpy(), stored)
+    np.testing.assert_array_equal(store.to_numpy(np.float32), full)
+    store.close()
+
+
+def test_to_polars_holds_ids_targets_and_the_embedding_array(tmp_path: Path) -> None:
+    import polars as pl
+
+    x = _rows(6)
+    targets = np.array([0, 1, -1, 1, 0, 2])
+    store = EmbeddingStore.write(tmp_path / "s.h5", x, _ids(6), targets=targets)
+    frame = store.to_polars()
+    assert frame.columns == ["id", "target", "embedding"]
+    assert frame.schema["embedding"] == pl.Array(pl.Float32, 5)
+    assert frame["id"].to_list() == _ids(6) and frame["target"].to_list() == targets.tolist()
+    np.testing.assert_array_equal(frame["embedding"].to_numpy(), store.read())
+
+
+def test_a_data_loader_with_two_workers_yields_the_rows_read_returns(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    store = EmbeddingStore.write(tmp_path / "s.h5", _rows(103, dim=8), _ids(103))
+    expected = store.read()  # the parent has the file open before the workers start
+    for context in ("fork", "spawn"):
+        loader = DataLoader(store, batch_size=10, num_workers=2, multiprocessing_context=context)
+        batches = [batch.numpy() for batch in loader]
+        assert [len(b) for b in batches] == [10] * 10 + [3]
+        np.testing.assert_array_equal(np.concatenate(batches).astype(np.float32), expected)
+    shuffled = DataLoader(store, batch_size=16, shuffle=True, num_workers=0)
+    assert sum(len(b) for b in shuffled) == 103
+    store.close()
+
+
+def test_every_read_path_names_the_store_and_the_first_nonfinite_row(tmp_path: Path) -> None:
+    path, x = _nan_store(tmp_path)
+    store = EmbeddingStore.open(path)  # opening stays cheap: no scan
+    first = r"nan\.h5: row 4 \(id 's/4'\) holds NaN or Inf.*allow_nonfinite=True"
+    with pytest.raises(StoreError, match=first):
+        store.read()
+    with pytest.raises(StoreError, match=first):
+        list(store.iter_batches(3))
+    with pytest.raises(StoreError, match=first):
+        store[2:9]
+    with pytest.raises(StoreError, match=r"row 7 \(id 's/7'\)"):
+        store[[7, 1]]
+    with pytest.raises(StoreError, match=first):
+        store[4]
+    with pytest.raises(StoreError, match=first):
+        list(store)
+    with pytest.raises(StoreError, match=first):
+        store.to_polars()
+    # rows without NaN/Inf read as before
+    np.testing.assert_array_equal(store.read([0, 9, 5]), x[[0, 9, 5]])
+    np.testing.assert_array_equal(store[:4], x[:4])
+    np.testing.assert_array_equal(store.finite_rows(batch_rows=3), np.isfinite(x).all(axis=1))
+
+    lenient = EmbeddingStore.open(path, allow_nonfinite=True)
+    np.testing.assert_array_equal(lenient.read(), x)  # NaN compares equal in assert_array_equal
+    usable = lenient.finite_rows()
+    assert np.flatnonzero(~usable).tolist() == [4, 7]
+    assert np.isfinite(lenient.read(usable)).all()
+    # the flag survives pickling into DataLoader workers
+    assert pickle.loads(pickle.dumps(lenient)).allow_nonfinite
+
+
+def test_duplicate_ids_are_refused_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    EmbeddingStore.write(path, _rows(5), _ids(5)).close()
+    with h5py.File(path, "r+") as f:  # as a foreign writer could leave it
+        f["ids"][3] = "s/1"
+        f["ids"][4] = "s/1"
+    with pytest.raises(StoreError, match=r"s\.h5: duplicate ids 's/1'; ids must be unique"):
+        EmbeddingStore.open(path)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from impulses.encoders.losses import debiased_contrastive_loss, nt_xent_loss
+from impulses.errors import ParameterError
 
 
 def reference_loss(
@@ -146,11 +147,11 @@ def test_batch_order_does_not_matter() -> None:
 
 def test_bad_arguments() -> None:
     z = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="tau_plus"):
+    with pytest.raises(ParameterError, match=r"^tau_plus must be in \[0, 1\), got 1\.0"):
         debiased_contrastive_loss(z, z, tau_plus=1.0)
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ParameterError, match=r"^temperature must be positive"):
         nt_xent_loss(z, z, temperature=0.0)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ParameterError, match=r"^z1 and z2 need at least 2"):
         debiased_contrastive_loss(z[:1], z[:1])
-    with pytest.raises(ValueError, match=r"\(B, d\)"):
+    with pytest.raises(ValueError, match=r"^z1 and z2 must both be \(B, d\)"):  # a ValueError, as before
         nt_xent_loss(z, z[:3])

@@ -10,7 +10,7 @@ from torch import nn
 
 from impulses.encoders import create_encoder, list_encoders, register_encoder
 from impulses.encoders.registry import registered
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 
 def test_smallcnn_maps_small_images_to_features() -> None:
@@ -40,7 +40,7 @@ def test_timm_model_by_name_and_cifar_stem() -> None:
     # three stride-2 stages after the stem: 32 -> 4 with the CIFAR stem, 32 -> 1 with the ImageNet stem
     assert stem.forward_features(x).shape[-2:] == (4, 4)
     assert plain.forward_features(x).shape[-2:] == (1, 1)
-    with pytest.raises(ImpulsesError, match=r"--cifar-stem: .* no single conv1"):
+    with pytest.raises(ParameterError, match=r"^cifar_stem does not apply to .* no single conv1"):
         create_encoder("mobilenetv3_small_050", cifar_stem=True)
 
 
@@ -71,9 +71,13 @@ def test_register_encoder() -> None:
 
 
 def test_unknown_encoder_and_pretrained_without_weights() -> None:
-    with pytest.raises(ImpulsesError, match=r"'resnet18x' is not a known encoder.*similar: .*resnet18"):
+    with pytest.raises(
+        ParameterError, match=r"^encoder 'resnet18x' is not a known encoder.*similar: .*resnet18"
+    ):
         create_encoder("resnet18x")
-    with pytest.raises(ImpulsesError, match="smallcnn: has no published weights"):
+    with pytest.raises(
+        ParameterError, match=r"^pretrained is not available for smallcnn: it has no published weights"
+    ):
         create_encoder("smallcnn", pretrained=True)
 
 
@@ -100,7 +104,7 @@ def test_local_weights_load_strictly(tmp_path: Path) -> None:
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(ImpulsesError, match=r"missing: features\.1\.1\.weight; unexpected: extra\.weight"):
         create_encoder("smallcnn", in_chans=1, weights=tmp_path / "bad.pt")
-    with pytest.raises(ImpulsesError, match=r"--weights .*nope\.pt: no such file"):
+    with pytest.raises(ParameterError, match=r"^weights .*nope\.pt: no such file"):
         create_encoder("smallcnn", weights=tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ImpulsesError, match=r"junk\.pt: not a readable state dict"):
