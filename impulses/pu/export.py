@@ -7,9 +7,10 @@ two plain files, readable from any language:
   ``torch.nn.Linear``) and ``bias`` (K,) float32; its header names the format and the sidecar.
 - ``heads.json``: format name and version, dim, the weights file's name and sha256 (two files cannot
   be replaced together atomically, so the hash tells a matching pair from a half-updated one), per
-  head its name, loss, prior, prior_prime, beta, gamma, seed, label set and training counts, the
-  training configuration, and ``meta`` (the training store's fingerprint, dim and feature dtype,
-  selection metrics, calibration: whatever the caller records).
+  head its name, loss, prior, prior_prime, beta, gamma, seed, label set and step counts, the
+  training configuration (``training``), the run (``run``: epochs, batches per epoch, seconds) and
+  ``meta`` (the training store's fingerprint, dim and feature dtype, selection metrics,
+  calibration: whatever the caller records).
 
 One head also becomes a fitted scikit-learn ``LogisticRegression`` (:func:`to_sklearn`) or
 :class:`~impulses.pu.estimator.PUClassifier` (:func:`pu_classifier_from_heads`), and any heads an
