@@ -50,7 +50,7 @@ SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats
 # (benchmarks/bench_head_kernels.py, 33,000 x 2048 float16: 2.0-3.2x as fast with 1 head, 1.3-1.4x
 # with 12, 0.9-1.1x with 16, 0.6x with 64)
 FUSED_MAX_HEADS = 12
-KERNELS = ("auto", "fused", "torch")
+KERNELS = ("auto", "fused", "torch", "wide")
 USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
 
 
@@ -217,24 +217,26 @@ def check_kernel(kernel: str, device: torch.device, what: str = "kernel") -> Non
     """An :class:`ImpulsesError` naming ``what`` (the CLI says ``--kernel``) unless ``kernel`` can run."""
     if kernel not in KERNELS:
         raise ImpulsesError(f"{what} must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    if kernel != "fused":
+    if kernel not in ("fused", "wide"):
         return
     if device.type != "cpu":
-        raise ImpulsesError(f"{what} fused runs on the CPU, not {device}: use the torch kernel or the CPU")
+        raise ImpulsesError(f"{what} {kernel} runs on the CPU, not {device}: use the torch kernel or the CPU")
     from impulses.pu.kernels import AVAILABLE
 
     if not AVAILABLE:
-        raise ImpulsesError(f"{what} fused needs numba (pip install numba)")
+        raise ImpulsesError(f"{what} {kernel} needs numba (pip install numba)")
 
 
 def resolve_kernel(kernel: str, device: torch.device, n_heads: int) -> str:
-    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+    """The step kernel a run uses: ``auto`` → on a CPU with numba, fused for up to FUSED_MAX_HEADS heads
+    and wide for more; torch otherwise."""
     check_kernel(kernel, device)
     if kernel == "auto":
         from impulses.pu.kernels import AVAILABLE
 
-        fits = device.type == "cpu" and AVAILABLE and n_heads <= FUSED_MAX_HEADS
-        return "fused" if fits else "torch"
+        if device.type != "cpu" or not AVAILABLE:
+            return "torch"
+        return "fused" if n_heads <= FUSED_MAX_HEADS else "wide"
     return kernel
 
 
@@ -381,8 +383,9 @@ def train_heads(
         eps=eps,
         device=device,
         x_dtype=getattr(torch, feature_dtype),
-        fused=kernel == "fused",
+        fused=kernel in ("fused", "wide"),
     )
+    trainer.wide = kernel == "wide"
     gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
     strata = trainer.strata() if stratified else None
     history: list[dict[str, Any]] = []
@@ -391,12 +394,14 @@ def train_heads(
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     threads_before = torch.get_num_threads()
     kernel_threads = None
-    if kernel == "fused":
+    if kernel in ("fused", "wide"):
         from impulses.pu import kernels
 
         # by default one thread per column block of the gradient (8 for 2048-d features), at most
         # the cores this process may use: more would idle through the backward half of each step
         default = min(available_cpus(), kernels.column_blocks(X.shape[1]))
+        if kernel == "wide":  # its work units are rows (logits) and 64-column blocks (gradient)
+            default = available_cpus()
         kernel_threads = kernels.set_threads(threads if threads is not None else default)
         torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
         prefetch = False
@@ -481,8 +486,10 @@ class _Trainer:
     gathered (and widened to float32 when X is held narrower) into one (B, D) buffer small enough
     to stay in cache, which the forward and the backward matmul then read; while all heads share
     one step count, Adam is PyTorch's fused kernel on the whole matrix, otherwise a per-head masked
-    update.
+    update. ``wide`` (set by train_heads) runs the fused path's epochs with the wide kernel.
     """
+
+    wide: bool = False
 
     def __init__(
         self,
@@ -636,8 +643,9 @@ class _Trainer:
         self, order: torch.Tensor, sizes: list[int], plan: dict, valid: torch.Tensor, t: torch.Tensor
     ) -> np.ndarray:
         """The epoch as one call of the fused kernel (:func:`impulses.pu.kernels.train_epoch`); the logits (K, N)."""
-        from impulses.pu.kernels import train_epoch
+        from impulses.pu.kernels import train_epoch, train_epoch_wide
 
+        run = train_epoch_wide if self.wide else train_epoch
         beta1, beta2 = self.betas
         zeros = None
         coefficients = {}
@@ -648,7 +656,7 @@ class _Trainer:
                 zeros = zeros if zeros is not None else np.zeros((self.k, len(order)), dtype=np.float32)
                 coefficients[key] = zeros
         z = np.zeros((self.k, len(order)), dtype=np.float32)  # batches no head learns from stay 0
-        train_epoch(
+        run(
             self.X_kernel,
             order.numpy(),
             sizes,
