@@ -14,6 +14,9 @@ counts) is computed once per epoch. A CPU step is then one of two kernels. The *
 epoch in compiled code on all cores: it reads each shuffled row where it lies in X, widens float16
 in registers, and does the logits, the gradient and Adam without a gathered copy or a Python
 step; its weights do not depend on the thread count or on the other heads, bit for bit. The
+**wide** kernel (default above ``FUSED_MAX_HEADS`` heads) is the fused kernel's epoch with 4 rows x
+4 heads register tiles, ~2.5x the arithmetic rate; a head's weights there equal those it gets alone
+to float32 rounding (within 1e-6 relative, tested), independent of the thread count. The
 **torch** kernel (many heads, CUDA) gathers each batch once into a preallocated, cache-sized
 (B, D) float32 buffer, then one ``addmm``, one ``Xbᵀ @ G`` matmul and PyTorch's fused Adam on θ;
 on a multi-core CPU the next batch is gathered on a second thread meanwhile. Features from a
@@ -244,10 +247,11 @@ def train_heads(
     widened in registers), on ``threads`` cores (default: the cores this process may use, at most
     one per 256 feature columns); the weights are
     the same bit for bit whatever the thread count, and head k's do not depend on the other heads
-    (:mod:`impulses.pu.kernels`). ``"torch"``: the rows are gathered into a buffer that MKL's
-    matmuls read; best for many heads. ``"auto"`` (default): fused for up to
-    ``FUSED_MAX_HEADS`` heads on a CPU, torch otherwise (and on CUDA). The two round differently
-    (float32 rounding; tested to agree).
+    (:mod:`impulses.pu.kernels`). ``"wide"``: the fused kernel with 4 rows x 4 heads register tiles,
+    for many heads; each head within 1e-6 (relative) of the same head trained alone. ``"torch"``: the
+    rows are gathered into a buffer that MKL's matmuls read. ``"auto"`` (default): fused for up to
+    ``FUSED_MAX_HEADS`` heads on a CPU, wide for more, torch without numba and on CUDA. They round
+    differently (float32 rounding; tested to agree).
 
     ``threads`` sets the CPU threads for the run (restored afterwards): the fused kernels' threads,
     and torch's for the torch kernel. By default the torch kernel uses one thread when its steps are

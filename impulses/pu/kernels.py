@@ -231,32 +231,221 @@ def set_threads(n: int) -> int:
 # (benchmarks/bench_head_kernels.py, 33,000 x 2048 float16: 2.0-3.2x as fast with 1 head, 1.3-1.4x
 # with 12, 0.9-1.1x with 16, 0.6x with 64)
 FUSED_MAX_HEADS = 12
-KERNELS = ("auto", "fused", "torch")
+KERNELS = ("auto", "fused", "torch", "wide")
 
 
 def check_kernel(kernel: str, device: Any) -> None:
     """Refuse a ``kernel`` that cannot run on ``device`` (a torch.device), before any work.
 
     Raises:
-        ParameterError: ``kernel`` is not one of :data:`KERNELS`, or is "fused" on a non-CPU device
-            or without numba.
+        ParameterError: ``kernel`` is not one of :data:`KERNELS`, or is "fused" or "wide" (numba
+            kernels) on a non-CPU device or without numba.
     """
     if kernel not in KERNELS:
         raise ParameterError("kernel", f"must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    if kernel != "fused":
+    if kernel not in ("fused", "wide"):
         return
     if device.type != "cpu":
         raise ParameterError(
-            "kernel", f"fused runs on the CPU, not {device}: use the torch kernel or the CPU"
+            "kernel", f"{kernel} runs on the CPU, not {device}: use the torch kernel or the CPU"
         )
     if not AVAILABLE:
-        raise ParameterError("kernel", "fused needs numba (pip install numba)")
+        raise ParameterError("kernel", f"{kernel} needs numba (pip install numba)")
 
 
 def resolve_kernel(kernel: str, device: Any, n_heads: int) -> str:
-    """The step kernel a run uses: ``auto`` → fused (numba) for up to FUSED_MAX_HEADS heads on a CPU."""
+    """The step kernel a run uses: ``auto`` → on a CPU with numba, fused for up to FUSED_MAX_HEADS
+    heads and wide for more; torch otherwise (and on CUDA)."""
     check_kernel(kernel, device)
     if kernel == "auto":
-        fits = device.type == "cpu" and AVAILABLE and n_heads <= FUSED_MAX_HEADS
-        return "fused" if fits else "torch"
+        if device.type != "cpu" or not AVAILABLE:
+            return "torch"
+        return "fused" if n_heads <= FUSED_MAX_HEADS else "wide"
     return kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# the wide kernel: many heads, register tiles of 4 x 4
+# ---------------------------------------------------------------------------------------------
+# Wide sweeps are arithmetic-bound: 64 heads on a batch are 2 x 256 x 2048 x 64 multiply-adds, and
+# the fused kernel above does each (row, head) dot product alone, reading its row and its weights
+# once per product (about 40 GFLOP/s on a core). The wide kernel computes 4 rows x 4 heads at once:
+# 16 dot products that share their loads stay in registers (the compiler vectorises the 16
+# reductions of one loop), about 100 GFLOP/s on a core. The weight gradient, a sum over the batch's
+# rows, needs the batch transposed (columns contiguous over rows): while its logits are computed, each
+# group of four rows is packed into a (D, B) float16/float32 copy, 4 values per 64-bit store, and the
+# gradient is then the same 4 x 4 tile of reductions over rows. Per head the arithmetic is the fused
+# kernel's up to summation order (float32 rounding, ~1e-7 relative per step); logits, the nnPU branch,
+# skipped heads and Adam are the fused kernel's functions.
+WIDE_COLUMN_BLOCK = 64  # gradient columns per unit of parallel work (32 units for 2048-d features)
+
+if AVAILABLE:
+
+    @njit(nogil=True, fastmath=FASTMATH, boundscheck=False, inline="always")
+    def _dots_4x4(a0, a1, a2, a3, b0, b1, b2, b3, n):  # pragma: no cover - compiled
+        """The 16 dot products a_r · b_h over the first n entries (a: features, widened; b: float32)."""
+        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+        for d in range(n):
+            x0, x1, x2, x3 = _widen(a0[d]), _widen(a1[d]), _widen(a2[d]), _widen(a3[d])
+            w0, w1, w2, w3 = b0[d], b1[d], b2[d], b3[d]
+            s00 += x0 * w0
+            s01 += x0 * w1
+            s02 += x0 * w2
+            s03 += x0 * w3
+            s10 += x1 * w0
+            s11 += x1 * w1
+            s12 += x1 * w2
+            s13 += x1 * w3
+            s20 += x2 * w0
+            s21 += x2 * w1
+            s22 += x2 * w2
+            s23 += x2 * w3
+            s30 += x3 * w0
+            s31 += x3 * w1
+            s32 += x3 * w2
+            s33 += x3 * w3
+        return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+
+    def _pack_rows(x0, x1, x2, x3, out, q):  # pragma: no cover - replaced by the overload below
+        raise NotImplementedError
+
+    @overload(_pack_rows, inline="always")
+    def _pack_rows_impl(x0, x1, x2, x3, out, q):
+        """Rows x0..x3 (feature bits) into 64-bit words of the transposed batch ``out`` (D, ·): row
+        4q + r's column d lands at entry (d, 4q + r) of the transposed batch."""
+        if x0.dtype == types.uint16:  # float16 bits: four rows per word
+
+            def pack16(x0, x1, x2, x3, out, q):
+                for d in range(x0.shape[0]):
+                    out[d, q] = (
+                        np.uint64(x0[d])
+                        | (np.uint64(x1[d]) << np.uint64(16))
+                        | (np.uint64(x2[d]) << np.uint64(32))
+                        | (np.uint64(x3[d]) << np.uint64(48))
+                    )
+
+            return pack16
+
+        def pack32(x0, x1, x2, x3, out, q):  # float32 bits: two rows per word
+            for d in range(x0.shape[0]):
+                out[d, 2 * q] = np.uint64(x0[d]) | (np.uint64(x1[d]) << np.uint64(32))
+                out[d, 2 * q + 1] = np.uint64(x2[d]) | (np.uint64(x3[d]) << np.uint64(32))
+
+        return pack32
+
+    @njit(nogil=True, boundscheck=False)
+    def _ordered_sum(g):  # pragma: no cover - compiled
+        """Σ g in index order (no fastmath: the fused kernel's bias gradient, bit for bit)."""
+        total = np.float32(0.0)
+        for i in range(g.shape[0]):
+            total += g[i]
+        return total
+
+    # error_model numpy: no zero-division checks (no denominator here can be 0), so Adam vectorises
+    @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True, error_model="numpy")
+    def _wide_epoch(X, bits, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v,
+                    is_pu, neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, xt, xt_words,
+                    scratch, active, bias_grad):  # fmt: skip  # pragma: no cover
+        dim, heads = X.shape[1], theta.shape[0]
+        blocks = scratch.shape[0]
+        for j in range(starts.shape[0] - 1):
+            b0, b1 = starts[j], starts[j + 1]
+            nb = b1 - b0
+            n_act = 0
+            for k in range(heads):
+                if valid[j, k]:
+                    active[n_act] = k
+                    n_act += 1
+            if n_act == 0:  # no head learns from this batch
+                continue
+            batch = rows[b0:b1]
+            # logits, 4 rows x 4 heads at a time (a short last tile repeats its last row / head), and
+            # the batch transposed for the gradient, 4 rows per 64-bit word
+            for q in prange((nb + 3) // 4):
+                i0, i1, i2, i3 = 4 * q, min(4 * q + 1, nb - 1), min(4 * q + 2, nb - 1), min(4 * q + 3, nb - 1)
+                x0, x1, x2, x3 = X[batch[i0]], X[batch[i1]], X[batch[i2]], X[batch[i3]]
+                _pack_rows(bits[batch[i0]], bits[batch[i1]], bits[batch[i2]], bits[batch[i3]], xt_words, q)
+                for t in range(0, n_act, 4):
+                    k0, k1 = active[t], active[min(t + 1, n_act - 1)]
+                    k2, k3 = active[min(t + 2, n_act - 1)], active[min(t + 3, n_act - 1)]
+                    s = _dots_4x4(x0, x1, x2, x3, theta[k0], theta[k1], theta[k2], theta[k3], dim)
+                    ks, rs = (k0, k1, k2, k3), (i0, i1, i2, i3)
+                    for h in range(4):
+                        bias = theta[ks[h], dim]
+                        for q_row in range(4):
+                            z[ks[h], b0 + rs[q_row]] = s[4 * q_row + h] + bias
+            for t in prange(n_act):  # dObjective/dlogits and the bias gradient, one head per thread
+                k = active[t]
+                _logit_gradient(
+                    z[k, b0:b1], r[k, b0:b1], normal[k, b0:b1], corrected[k, b0:b1], u[k, b0:b1],
+                    neg_v[k, b0:b1], is_pu[k], neg_beta[k], g[k, :nb],
+                )  # fmt: skip
+                bias_grad[k, 0] = _ordered_sum(g[k, :nb])
+            for blk in prange(blocks):  # weight gradient (4 columns x 4 heads at a time) and Adam
+                lo = blk * WIDE_COLUMN_BLOCK
+                hi = min(dim, lo + WIDE_COLUMN_BLOCK)
+                acc = scratch[blk]
+                for t in range(0, n_act, 4):
+                    k0, k1 = active[t], active[min(t + 1, n_act - 1)]
+                    k2, k3 = active[min(t + 2, n_act - 1)], active[min(t + 3, n_act - 1)]
+                    for d in range(lo, hi, 4):
+                        d1, d2, d3 = min(d + 1, hi - 1), min(d + 2, hi - 1), min(d + 3, hi - 1)
+                        s = _dots_4x4(xt[d], xt[d1], xt[d2], xt[d3], g[k0], g[k1], g[k2], g[k3], nb)
+                        ds = (d, d1, d2, d3)
+                        for c in range(4):
+                            for h in range(4):
+                                acc[h, ds[c] - lo] = s[4 * c + h]
+                    for h in range(min(4, n_act - t)):  # each head once (a short tile repeats its last)
+                        k = active[t + h]
+                        _adam(
+                            theta[k, lo:hi], exp_avg[k, lo:hi], exp_avg_sq[k, lo:hi], acc[h, : hi - lo],
+                            step_size[j, k], bc2_sqrt[j, k], beta1, beta2, eps,
+                        )  # fmt: skip
+            for t in range(n_act):
+                k = active[t]
+                _adam(theta[k, dim:], exp_avg[k, dim:], exp_avg_sq[k, dim:], bias_grad[k], step_size[j, k],
+                      bc2_sqrt[j, k], beta1, beta2, eps)  # fmt: skip
+
+
+def train_epoch_wide(
+    X: np.ndarray,
+    rows: np.ndarray,
+    sizes: list[int],
+    theta: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    coefficients: dict[str, np.ndarray],
+    is_pu: np.ndarray,
+    neg_beta: np.ndarray,
+    valid: np.ndarray,
+    step_size: np.ndarray,
+    bc2_sqrt: np.ndarray,
+    betas: tuple[float, float],
+    eps: float,
+    z: np.ndarray,
+) -> None:
+    """:func:`train_epoch` with the wide kernel (4 x 4 register tiles of rows/columns and heads).
+
+    Same arguments and effect as :func:`train_epoch`; faster from a dozen heads on, and each head's
+    weights equal the fused kernel's to float32 rounding (summation order), not bit for bit.
+    """
+    heads, dim = theta.shape[0], X.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    b_max = max(sizes)
+    b_pad = -(-b_max // 4) * 4
+    g = np.zeros((heads, b_max), dtype=np.float32)
+    xt = np.zeros((dim, b_pad), dtype=X.dtype)  # the batch transposed, float16 bits or float32
+    bits = X if X.dtype == np.uint16 else X.view(np.uint32)  # rows are moved as bits
+    xt_words = xt.view(np.uint64)
+    scratch = np.empty((-(-dim // WIDE_COLUMN_BLOCK), 4, WIDE_COLUMN_BLOCK), dtype=np.float32)
+    active = np.empty(heads, dtype=np.int64)
+    bias_grad = np.empty((heads, 1), dtype=np.float32)
+    c = coefficients
+    f32 = np.float32
+    with _LAUNCH:
+        _wide_epoch(
+            X, bits, rows, starts, theta, exp_avg, exp_avg_sq, c["r"], c["normal"], c["corrected"], c["u"],
+            c["neg_v"], is_pu, neg_beta, valid, step_size, bc2_sqrt, f32(betas[0]), f32(betas[1]), f32(eps),
+            z, g, xt, xt_words, scratch, active, bias_grad,
+        )  # fmt: skip

@@ -151,7 +151,7 @@ def fit(
 ) -> FitResult:
     """Train the heads (one column of ``S`` and one loss each) for ``epochs``; inputs are validated.
 
-    ``kernel`` is "fused" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
+    ``kernel`` is "fused", "wide" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
     :func:`impulses.pu.heads.train_heads`. The process's torch thread count and denormal flushing
     are restored afterwards.
     """
@@ -166,8 +166,9 @@ def fit(
         eps=eps,
         device=device,
         x_dtype=getattr(torch, feature_dtype),
-        fused=kernel == "fused",
+        fused=kernel in ("fused", "wide"),
     )
+    trainer.wide = kernel == "wide"
     gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
     strata = trainer.strata() if stratified else None
     history: list[dict[str, Any]] = []
@@ -176,12 +177,14 @@ def fit(
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     threads_before = torch.get_num_threads()
     kernel_threads = None
-    if kernel == "fused":
+    if kernel in ("fused", "wide"):
         from impulses.pu import kernels
 
         # by default one thread per column block of the gradient (8 for 2048-d features), at most
         # the cores this process may use: more would idle through the backward half of each step
         default = min(available_cpus(), kernels.column_blocks(X.shape[1]))
+        if kernel == "wide":  # its work units are rows (logits) and 64-column blocks (gradient)
+            default = available_cpus()
         kernel_threads = kernels.set_threads(threads if threads is not None else default)
         torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
         prefetch = False
@@ -249,8 +252,10 @@ class Trainer:
     gathered (and widened to float32 when X is held narrower) into one (B, D) buffer small enough
     to stay in cache, which the forward and the backward matmul then read; while all heads share
     one step count, Adam is PyTorch's fused kernel on the whole matrix, otherwise a per-head masked
-    update.
+    update. ``wide`` (set by :func:`fit`) runs the fused path's epochs with the wide kernel.
     """
+
+    wide: bool = False
 
     def __init__(
         self,
@@ -404,7 +409,9 @@ class Trainer:
         self, order: torch.Tensor, sizes: list[int], plan: dict, valid: torch.Tensor, t: torch.Tensor
     ) -> np.ndarray:
         """The epoch as one call of the fused kernel (:func:`impulses.pu.kernels.train_epoch`); the logits (K, N)."""
-        from impulses.pu.kernels import train_epoch
+        from impulses.pu.kernels import train_epoch, train_epoch_wide
+
+        run = train_epoch_wide if self.wide else train_epoch
 
         beta1, beta2 = self.betas
         zeros = None
@@ -416,7 +423,7 @@ class Trainer:
                 zeros = zeros if zeros is not None else np.zeros((self.k, len(order)), dtype=np.float32)
                 coefficients[key] = zeros
         z = np.zeros((self.k, len(order)), dtype=np.float32)  # batches no head learns from stay 0
-        train_epoch(
+        run(
             self.X_kernel,
             order.numpy(),
             sizes,

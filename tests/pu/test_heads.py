@@ -17,6 +17,7 @@ from impulses.pu.trainer import epoch_order as _epoch_order
 from impulses.pu.trainer import linear_init
 
 KERNELS = pytest.mark.parametrize("kernel", ["fused", "torch"])
+CPU_KERNELS = pytest.mark.parametrize("kernel", ["fused", "torch", "wide"])
 
 
 def pu_data(
@@ -103,7 +104,7 @@ def test_linear_init_is_torch_default_linear_init() -> None:
     ids=lambda h: h.loss,
 )
 @pytest.mark.parametrize("fused_adam", [True, False], ids=["fused-adam", "masked-adam"])
-@KERNELS
+@CPU_KERNELS
 def test_one_head_equals_autograd_adam_reference(
     head: HeadSpec, fused_adam: bool, kernel: str, monkeypatch
 ) -> None:
@@ -123,7 +124,7 @@ def test_one_head_equals_autograd_adam_reference(
 @pytest.mark.parametrize(
     "head", [HeadSpec("imbnnpu", 0.15, seed=3), HeadSpec("wbce", seed=1)], ids=lambda h: h.loss
 )
-@KERNELS
+@CPU_KERNELS
 def test_shuffled_head_equals_reference_with_the_same_permutations(head: HeadSpec, kernel: str) -> None:
     X, s, _ = pu_data()
     w_ref, b_ref, _ = reference_train(X, s, head, epochs=4, batch_size=64, lr=3e-3, shuffle_seed=5)
@@ -331,6 +332,65 @@ def test_fused_kernel_steps_only_heads_with_p_and_u_in_the_batch() -> None:
     np.testing.assert_allclose(fused.W, torch_kernel.W, atol=2e-5)
 
 
+def relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per head (column): max |a − b| over the head's weights and bias, relative to max |b|."""
+    return np.abs(a - b).max(axis=0) / np.abs(b).max(axis=0)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "wide"])
+def test_heads_in_a_wide_group_are_within_1e6_of_each_head_trained_alone(kernel: str) -> None:
+    """Nine heads (two register tiles and one left over), both nnPU branches, a label set that leaves
+    batches without a labeled positive, a batch size and feature count that are not multiples of 4."""
+    X, s, y = pu_data(n=640, d=301)
+    rng = np.random.default_rng(5)
+    sparse = ((y == 1) & (rng.random(len(y)) < 0.06)).astype(np.int64)
+    labels = np.stack([s, sparse, y], axis=1)
+    heads = [
+        HeadSpec("imbnnpu", 0.1, seed=0, column=0),
+        HeadSpec("imbnnpu", 0.3, seed=1, column=1),
+        HeadSpec("nnpu", 0.9, seed=2, column=0),  # a too-large prior: the correction branch fires
+        HeadSpec("nnpu", 0.25, seed=3, column=1, gamma=0.5),
+        HeadSpec("upu", 0.2, seed=4, column=0),
+        HeadSpec("bce", seed=5, column=0),
+        HeadSpec("wbce", seed=6, column=1),
+        HeadSpec("pn", seed=7, column=2),
+        HeadSpec("imbnnpu", 0.2, seed=8, column=1),
+    ]
+    kw = {"epochs": 4, "batch_size": 61, "lr": 1e-2, "shuffle_seed": 11}
+    together = train_heads(X.astype(np.float16), labels, heads, kernel=kernel, **kw)
+    assert together.config["kernel"] == kernel
+    assert together.skipped_batches[1] > 0  # the sparse label set leaves batches without P
+    alone_W, alone_b = np.empty_like(together.W), np.empty_like(together.b)
+    stats: dict = {}
+    for k, head in enumerate(heads):
+        alone = train_heads(X.astype(np.float16), labels, [head], **kw)  # auto: the fused kernel
+        assert alone.config["kernel"] == "fused"
+        alone_W[:, k], alone_b[k] = alone.W[:, 0], alone.b[0]
+        assert alone.skipped_batches[0] == together.skipped_batches[k]
+        assert alone.steps[0] == together.steps[k]
+    reference_train(
+        X.astype(np.float16).astype(np.float32), s, heads[2], epochs=4, batch_size=61, lr=1e-2,
+        stats=stats, shuffle_seed=11,
+    )  # fmt: skip
+    assert stats["corrected"] > 0  # the nnPU head did take the correction branch
+    rel = relative_difference(np.vstack([together.W, together.b]), np.vstack([alone_W, alone_b]))
+    assert rel.max() <= 1e-6, rel
+    if kernel == "wide":  # a different summation order: equal to rounding, not bit for bit
+        assert rel.max() > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_wide_kernel_weights_do_not_depend_on_the_thread_count(dtype) -> None:
+    X, s, _ = pu_data(n=500, d=200)
+    heads = [HeadSpec("imbnnpu", 0.1 + 0.05 * k, seed=k) for k in range(6)]
+    runs = [
+        train_heads(X.astype(dtype), s, heads, epochs=2, batch_size=64, threads=n, kernel="wide")
+        for n in (1, 2)
+    ]
+    np.testing.assert_array_equal(runs[0].W, runs[1].W)
+    np.testing.assert_array_equal(runs[0].b, runs[1].b)
+
+
 def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
     X, s, _ = pu_data(n=100)
     few = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(kernels_module.FUSED_MAX_HEADS)]
@@ -341,7 +401,7 @@ def test_auto_kernel_is_fused_for_few_heads_on_the_cpu() -> None:
     threads = train_heads(wide, s, few[:1], epochs=1).config["threads"]
     assert threads == min(3, trainer_module.available_cpus())  # one thread per block, at most the cores
     many = [*few, HeadSpec("bce")]
-    assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
+    assert train_heads(X, s, many, epochs=1).config["kernel"] == "wide"
     with pytest.raises(ImpulsesError, match="kernel must be one of"):
         train_heads(X, s, few, epochs=1, kernel="cuda")
     with pytest.raises(ParameterError, match="kernel fused runs on the CPU, not cuda") as info:
@@ -355,6 +415,8 @@ def test_without_numba_auto_falls_back_to_the_torch_kernel(monkeypatch) -> None:
     monkeypatch.setattr(kernels, "AVAILABLE", False)
     X, s, _ = pu_data(n=100)
     assert train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1).config["kernel"] == "torch"
+    many = [HeadSpec("imbnnpu", 0.2, seed=k) for k in range(kernels_module.FUSED_MAX_HEADS + 1)]
+    assert train_heads(X, s, many, epochs=1).config["kernel"] == "torch"
     with pytest.raises(ImpulsesError, match="needs numba"):
         train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1, kernel="fused")
 
