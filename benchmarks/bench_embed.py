@@ -123,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from impulses.encoders import load_encoder
 
     device = torch.device(args.device)
-    loaded = load_encoder(args.encoder, cifar_stem=args.cifar_stem)
+    loaded = load_encoder(args.encoder, cifar_stem=args.cifar_stem, random_init=True)  # timing only
     config = dict(loaded.transform)
     if args.image_size:
         config["image_size"] = args.image_size
@@ -275,7 +275,7 @@ def forward_flops(encoder: str, image_size: int, cifar_stem: bool) -> float:
 
     from impulses.encoders import load_encoder
 
-    model = load_encoder(encoder, cifar_stem=cifar_stem).model
+    model = load_encoder(encoder, cifar_stem=cifar_stem, random_init=True).model
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(torch.zeros(1, 3, image_size, image_size))
