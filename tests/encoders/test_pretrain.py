@@ -14,7 +14,7 @@ from impulses.encoders import load_encoder
 from impulses.encoders.checkpoint import file_sha256, load_checkpoint
 from impulses.encoders.pretrain import PretrainConfig, infer_preset, pretrain
 from impulses.encoders.registry import register_encoder, registered
-from impulses.errors import ImpulsesError
+from impulses.errors import ParameterError
 from tests.encoders.conftest import DigitsSource
 
 CHECKPOINT_KEYS = {
@@ -124,7 +124,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 def test_refuses_to_overwrite_and_mismatched_resume(tmp_path: Path) -> None:
     tiny_run(tmp_path)
-    with pytest.raises(ImpulsesError, match=r"last\.pt exists: pass --resume"):
+    with pytest.raises(ParameterError, match=r"^out already holds a checkpoint \(.*last\.pt\)"):
         tiny_run(tmp_path)
     changed = PretrainConfig(
         data="digits[:128]",
@@ -135,18 +135,21 @@ def test_refuses_to_overwrite_and_mismatched_resume(tmp_path: Path) -> None:
         knn_holdout=0.25,
         device="cpu",
     )
-    with pytest.raises(ImpulsesError, match=r"lr=0\.5 \(checkpoint: 0\.01\)"):
+    with pytest.raises(ParameterError, match=r"lr=0\.5 \(checkpoint: 0\.01\)"):
         pretrain(DigitsSource(limit=128), changed, tmp_path, resume=True, progress=False)
 
 
 def test_bad_settings_are_user_errors(tmp_path: Path, digits_small: DigitsSource) -> None:
-    with pytest.raises(ImpulsesError, match="--batch-size 512 is larger than the"):
+    with pytest.raises(
+        ParameterError, match=r"^batch_size 512 is larger than the 230 training images"
+    ) as err:
         pretrain(digits_small, small_config(epochs=1, batch_size=512), tmp_path, progress=False)
-    with pytest.raises(ImpulsesError, match="--loss 'infonce'"):
+    assert err.value.params == ("batch_size",)
+    with pytest.raises(ParameterError, match=r"^loss 'infonce' is not one of debiased, ntxent"):
         pretrain(digits_small, small_config(loss="infonce"), tmp_path, progress=False)
-    with pytest.raises(ImpulsesError, match="--tau-plus"):
+    with pytest.raises(ParameterError, match=r"^tau_plus must be in \[0, 1\), got 1.0"):
         pretrain(digits_small, small_config(tau_plus=1.0), tmp_path, progress=False)
-    with pytest.raises(ImpulsesError, match="--preset 'mnist'"):
+    with pytest.raises(ParameterError, match=r"^preset 'mnist' is not one of"):
         pretrain(digits_small, small_config(preset="mnist"), tmp_path, progress=False)
 
 
