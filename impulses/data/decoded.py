@@ -79,7 +79,7 @@ def decode_image(
 
 def decode_array(image: Image.Image, *, image_size: int, channels: int) -> np.ndarray:
     """:func:`decode_image` as a ``(S, S, C)`` uint8 array."""
-    array = np.asarray(decode_image(image, image_size=image_size, channels=channels), dtype=np.uint8)
+    array = np.array(decode_image(image, image_size=image_size, channels=channels), dtype=np.uint8)
     return array.reshape(image_size, image_size, channels)
 
 
