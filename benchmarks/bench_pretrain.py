@@ -27,7 +27,7 @@ alone on random tensors already in memory (the ceiling), and the augmentation al
 colour JPEGs (built in a temporary folder). Variants alternate in blocks; medians are reported.
 The machine may be shared with other jobs: compare the ratios measured in the same run.
 
-    python benchmarks/bench_pretrain.py --suite pipeline --imagenette ../shared/data/imagenette
+    python benchmarks/bench_pretrain.py --suite pipeline --imagenette IMAGENETTE_DIR
 """
 
 from __future__ import annotations
