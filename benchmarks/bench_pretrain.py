@@ -17,6 +17,17 @@ stem at 32 px, our step with and without bf16 + channels_last, against the float
 loop. Targets: CPU ``ours`` >= 1x, GPU ``ours_bf16_channels_last`` >= 2x.
 
     python benchmarks/bench_pretrain.py [--quick]
+
+``--suite pipeline --imagenette DIR``: the whole training step with its data, images/s and images
+per CPU-second (this process and its DataLoader workers), for (1) today's per-image pipeline
+(JPEG decode + torchvision PIL views per image in a DataLoader worker), (2) decode once + batched
+views (:mod:`impulses.data.decoded`, :class:`impulses.encoders.augment.BatchViews`), (3) the model
+alone on random tensors already in memory (the ceiling), and the augmentation alone with
+``kornia.augmentation`` against ours. The images are Imagenette photos downscaled to 32 and 64 px
+colour JPEGs (built in a temporary folder). Variants alternate in blocks; medians are reported.
+The machine may be shared with other jobs: compare the ratios measured in the same run.
+
+    python benchmarks/bench_pretrain.py --suite pipeline --imagenette IMAGENETTE_DIR
 """
 
 from __future__ import annotations
@@ -204,6 +215,250 @@ def case(
     return result
 
 
+# -- the pipeline suite ------------------------------------------------------------------------------
+def build_jpegs(imagenette: Path, folder: Path, side: int, n: int) -> Path:
+    """``n`` Imagenette train photos (every class, in order) as ``side`` px colour JPEGs under ``folder``."""
+    from PIL import Image
+
+    from impulses.data.sources import ImageFolderSource
+
+    photos = ImageFolderSource(imagenette / "train")
+    step = max(1, len(photos) // n)
+    out = folder / f"imagenette-{side}px"
+    for k, index in enumerate(range(0, step * n, step)):
+        image, rel, _ = photos[index]
+        target = out / Path(rel).parent / f"{k:05d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        short = min(image.size)
+        box = ((image.width - short) // 2, (image.height - short) // 2)
+        image.crop((*box, box[0] + short, box[1] + short)).resize((side, side), Image.BILINEAR).save(
+            target, quality=90
+        )
+    return out
+
+
+class _PerImageViews(torch.utils.data.Dataset):
+    """Today's per-image pipeline: decode the JPEG, two torchvision PIL views seeded per image."""
+
+    def __init__(self, source, views) -> None:
+        self.source, self.views = source, views
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        from impulses.encoders.pretrain import derived_seed
+
+        return self.views(self.source[i][0], seed=derived_seed(0, 0, i))
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def pipeline_case(
+    label: str, folder: Path, *, encoder: str, cifar_stem: bool, batch: int, steps: int, blocks: int
+) -> dict:
+    from impulses.data.decoded import decode_source
+    from impulses.data.sources import ImageFolderSource
+    from impulses.encoders.augment import PRESETS, BatchViews, SimCLRViews
+
+    source = ImageFolderSource(folder)
+    side = source[0][0].size[0]
+    preset = PRESETS["cifar"]
+    cpu = torch.device("cpu")
+    base = build(encoder, 3, cifar_stem, cpu).to(memory_format=torch.channels_last)
+
+    def make():
+        model = copy.deepcopy(base)
+        return model, torch.optim.Adam(model.parameters(), lr=3e-4)
+
+    per_model, per_opt = make()
+    new_model, new_opt = make()
+    ceil_model, ceil_opt = make()
+    loader = torch.utils.data.DataLoader(
+        _PerImageViews(source, SimCLRViews(preset, side)), batch_size=batch, shuffle=True, drop_last=True,
+        num_workers=1, persistent_workers=False,
+    )  # fmt: skip
+    decode_start = time.perf_counter()
+    decoded = decode_source(source, image_size=side, channels=3)
+    decode_seconds = time.perf_counter() - decode_start
+    views = BatchViews(preset, side)
+    rng = np.random.default_rng(0)
+    x_ceiling = torch.randn(2 * batch, 3, side, side)
+
+    def per_image_block() -> None:
+        it = iter(loader)
+        for _ in range(steps):
+            x1, x2 = next(it)
+            contrastive_step(per_model, x1, x2, per_opt, loss_fn, channels_last=True)
+        del it  # workers exit: their CPU time is counted
+
+    def batched_block() -> None:
+        for b in range(steps):
+            images, _ = decoded.batch(np.sort(rng.choice(len(decoded), batch, replace=False)))
+            x1, x2 = views(images, torch.Generator().manual_seed(b))
+            contrastive_step(new_model, x1, x2, new_opt, loss_fn, channels_last=True)
+
+    def ceiling_block() -> None:
+        for _ in range(steps):
+            x1, x2 = x_ceiling.chunk(2)
+            contrastive_step(ceil_model, x1, x2, ceil_opt, loss_fn, channels_last=True)
+
+    blocks_by_name = {
+        "per_image": per_image_block,
+        "decoded_batched": batched_block,
+        "model_only": ceiling_block,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in blocks_by_name}
+    per_cpu: dict[str, list[float]] = {name: [] for name in blocks_by_name}
+    for block in blocks_by_name.values():  # warm-up
+        block()
+    for _ in range(blocks):
+        for name, block in blocks_by_name.items():
+            wall, cpu_time = time.perf_counter(), _cpu_seconds()
+            block()
+            wall, cpu_time = time.perf_counter() - wall, _cpu_seconds() - cpu_time
+            rates[name].append(steps * batch / wall)
+            per_cpu[name].append(steps * batch / max(cpu_time, 1e-9))
+    result = {
+        name: {
+            "images_per_s": statistics.median(rates[name]),
+            "images_per_cpu_s": statistics.median(per_cpu[name]),
+            "images_per_s_all": rates[name],
+        }
+        for name in blocks_by_name
+    }
+    ceiling = result["model_only"]["images_per_s"]
+    for row in result.values():
+        row["share_of_model_only"] = row["images_per_s"] / ceiling
+    print(f"\n{label} ({encoder}, batch {batch}, {side} px, {len(source)} JPEGs)")
+    for name, row in result.items():
+        print(
+            f"  {name:16s} {row['images_per_s']:8.1f} img/s  {row['images_per_cpu_s']:8.1f} img/CPU-s  "
+            f"{row['share_of_model_only']:.0%} of model-only"
+        )
+    return {
+        "case": label,
+        "encoder": encoder + (" (CIFAR stem)" if cifar_stem else ""),
+        "side": side,
+        "batch": batch,
+        "n_images": len(source),
+        "decode_once_seconds": decode_seconds,
+        "variants": result,
+    }
+
+
+def augment_case(batch: int, side: int, repeats: int) -> dict:
+    """The cifar preset's two views of a batch: kornia.augmentation against our BatchViews (CPU)."""
+    import kornia.augmentation as K
+
+    from impulses.encoders.augment import PRESETS, BatchViews
+
+    preset = PRESETS["cifar"]
+    s = preset.jitter_strength
+    kornia_views = torch.nn.Sequential(
+        K.RandomResizedCrop((side, side), scale=preset.crop_scale),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=preset.jitter_p),
+        K.RandomGrayscale(p=preset.grayscale_p),
+        K.Normalize(torch.tensor(preset.mean), torch.tensor(preset.std)),
+    )
+    ours = BatchViews(preset, side)
+    images = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8)
+
+    def run_kornia() -> None:
+        x = images.permute(0, 3, 1, 2).float().div(255)
+        kornia_views(torch.cat([x, x]))
+
+    def run_ours() -> None:
+        ours(images, torch.Generator().manual_seed(0))
+
+    times: dict[str, list[float]] = {"kornia": [], "ours": []}
+    run_kornia(), run_ours()
+    for _ in range(repeats):
+        for name, fn in (("kornia", run_kornia), ("ours", run_ours)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    result = {name: {"ms_per_batch": 1000 * statistics.median(t)} for name, t in times.items()}
+    print(f"\naugmentation only, {batch} images x 2 views, {side} px: " + ", ".join(
+        f"{name} {row['ms_per_batch']:.1f} ms" for name, row in result.items()))  # fmt: skip
+    return {"case": f"augment-{side}px", "batch": batch, "variants": result}
+
+
+def main_pipeline(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import tempfile
+
+    if args.imagenette is None:
+        raise SystemExit("--suite pipeline needs --imagenette DIR (the Imagenette 2 folder with train/)")
+    n = 512 if args.quick else args.images
+    steps, blocks = (1, 2) if args.quick else (3, args.blocks)
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder32 = build_jpegs(args.imagenette, Path(tmp), 32, n)
+        folder64 = build_jpegs(args.imagenette, Path(tmp), 64, n)
+        cases.append(augment_case(args.batch, 32, 5))
+        cases.append(
+            pipeline_case(
+                "cpu-32px-smallcnn-pooled",
+                folder32,
+                encoder="smallcnn-pooled",
+                cifar_stem=False,
+                batch=args.batch,
+                steps=steps,
+                blocks=blocks,
+            )
+        )
+        cases.append(
+            pipeline_case(
+                "cpu-64px-smallcnn-pooled",
+                folder64,
+                encoder="smallcnn-pooled",
+                cifar_stem=False,
+                batch=args.batch,
+                steps=steps,
+                blocks=blocks,
+            )
+        )
+        cases.append(
+            pipeline_case(
+                "cpu-32px-resnet18-cifar",
+                folder32,
+                encoder="resnet18",
+                cifar_stem=True,
+                batch=args.batch // 2,
+                steps=1,
+                blocks=blocks,
+            )
+        )
+    share = cases[1]["variants"]["decoded_batched"]["share_of_model_only"]
+    record = {
+        "benchmark": "pretraining pipeline: per-image vs decode-once + batched views vs model only",
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "shared": "the CPU was shared with other jobs: compare ratios within this run",
+            "load_average_at_end": os.getloadavg(),
+        },
+        "method": "alternating blocks of steps per variant, median images/s; CPU seconds include workers",
+        "cases": cases,
+        "targets": {"cpu_32px_smallcnn_pooled_decoded_batched_ge_90pct_of_model_only": share >= 0.9},
+    }
+    out = args.out if args.out != RESULTS else RESULTS.with_name("pretrain-pipeline.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\ntargets: {record['targets']}\nwrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,7 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run; not for the record)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--suite", choices=("step", "pipeline"), default="step")
+    parser.add_argument("--imagenette", type=Path, help="Imagenette 2 folder (pipeline suite)")
+    parser.add_argument("--blocks", type=int, default=5, help="repeats per variant (pipeline suite)")
+    parser.add_argument("--images", type=int, default=2048, help="photos per resolution (pipeline suite)")
     args = parser.parse_args(argv)
+    if args.suite == "pipeline":
+        return main_pipeline(args, argv)
     steps, blocks = (3, 2) if args.quick else (10, 5)
     cpu = torch.device("cpu")
     cases = [

@@ -49,3 +49,25 @@ def test_pretrain_on_cuda(tmp_path: Path) -> None:
     config = PretrainConfig(data="digits[:256]", encoder="smallcnn", epochs=1, batch_size=64, device="cuda")
     history = pretrain(DigitsSource(limit=256), config, tmp_path, progress=False).history
     assert history[-1]["loss"] > 0 and history[-1]["knn_top1"] is not None
+
+
+def test_batched_views_on_cuda_equal_the_cpu_views() -> None:
+    """Parameters are drawn on the CPU: the device only changes float rounding."""
+    from impulses.encoders.augment import batch_views
+
+    views = batch_views("imagenet", image_size=32)
+    images = torch.randint(
+        0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    cpu1, cpu2 = views(images, torch.Generator().manual_seed(1))
+    gpu1, gpu2 = views(images.pin_memory().to("cuda", non_blocking=True), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(gpu1.cpu(), cpu1, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gpu2.cpu(), cpu2, atol=1e-4, rtol=1e-4)
+
+
+def test_pretrain_on_cuda_compiled(tmp_path: Path) -> None:
+    config = PretrainConfig(
+        data="digits[:256]", encoder="smallcnn", epochs=1, batch_size=64, device="cuda", compile=True
+    )
+    history = pretrain(DigitsSource(limit=256), config, tmp_path, progress=False).history
+    assert history[-1]["loss"] > 0 and history[-1]["knn_top1"] is not None
