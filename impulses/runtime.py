@@ -66,11 +66,6 @@ class DistInfo:
         return self.world_size > 1
 
     @property
-    def enabled(self) -> bool:
-        """Same as :attr:`distributed` (the name the pretraining loop uses)."""
-        return self.distributed
-
-    @property
     def is_main(self) -> bool:
         """True on rank 0, the process that writes shared outputs and prints summaries."""
         return self.rank == 0

@@ -32,15 +32,6 @@ def test_dist_info_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         DistInfo.from_env()
 
 
-def test_the_pretraining_loop_reads_the_same_dist_info(monkeypatch: pytest.MonkeyPatch) -> None:
-    from impulses.encoders.distributed import env_context
-
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert env_context() == DistInfo(1, 2, 1) and isinstance(env_context(), DistInfo)
-
-
 def test_resolve_device_names_the_parameter() -> None:
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ParameterError, match=r"^device 'tpu:x' is not a device") as err:

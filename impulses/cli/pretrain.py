@@ -93,7 +93,7 @@ def pretrain_command(
 
         impulses pretrain --out runs/c10 --resume --epochs 500
     """
-    from impulses.cli._pending import run_pretraining
+    from impulses.encoders.pretrain import run_pretraining
 
     result = run_pretraining(
         out, data=data, data_root=data_root, download=download, resume=resume,

@@ -14,14 +14,6 @@ import torch.distributed as dist
 
 from impulses.runtime import DistInfo
 
-# The pretraining loop still imports this name; it is the one torchrun description, DistInfo.
-DistContext = DistInfo
-
-
-def env_context() -> DistInfo:
-    """The torchrun variables RANK, WORLD_SIZE and LOCAL_RANK (a single process when absent)."""
-    return DistInfo.from_env()
-
 
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the torchrun process group (NCCL on CUDA, gloo on CPU) when WORLD_SIZE > 1."""

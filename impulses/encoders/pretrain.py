@@ -65,12 +65,13 @@ from impulses.encoders.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from impulses.encoders.distributed import DistContext, all_reduce_mean, barrier, init_distributed
+from impulses.encoders.distributed import all_reduce_mean, barrier, init_distributed
 from impulses.encoders.knn import extract_features, knn_top1
 from impulses.encoders.losses import LOSSES
 from impulses.encoders.projector import Projector
 from impulses.encoders.registry import create_encoder
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.runtime import DistInfo
 
 HISTORY_NAME = "history.csv"
 HISTORY_FIELDS = ("epoch", "loss", "knn_top1", "images_per_s", "seconds")
@@ -219,11 +220,11 @@ def contrastive_step(
     return loss.detach()
 
 
-def _resolve_device(config: PretrainConfig, ctx: DistContext) -> torch.device:
+def _resolve_device(config: PretrainConfig, ctx: DistInfo) -> torch.device:
     from impulses.runtime import resolve_device
 
     device = resolve_device(config.device)
-    if device.type == "cuda" and ctx.enabled:
+    if device.type == "cuda" and ctx.distributed:
         device = torch.device("cuda", ctx.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -308,7 +309,7 @@ def _working_images(
     config: PretrainConfig,
     channels: int,
     out: Path,
-    ctx: DistContext,
+    ctx: DistInfo,
     device: torch.device,
     say: Callable[[str], None],
 ) -> WorkingImages:
@@ -432,7 +433,7 @@ def _pretrain(
     checkpoint: dict[str, Any] | None = None
     if ckpt_path.exists() and not resume:
         raise ParameterError(
-            "out", f"already holds a checkpoint ({ckpt_path}): resume it, or choose another folder"
+            "resume", f"is needed to continue {ckpt_path}, which already exists (or choose another out folder)"
         )
     if resume and ckpt_path.exists():
         checkpoint = load_checkpoint(ckpt_path)
@@ -455,7 +456,7 @@ def _pretrain(
             "batch_size", f"{config.batch_size} is not divisible by the {ctx.world_size} processes"
         )
     local_batch = config.batch_size // ctx.world_size
-    if config.sync_bn and ctx.enabled and device.type != "cuda":
+    if config.sync_bn and ctx.distributed and device.type != "cuda":
         raise ParameterError("sync_bn", "needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
     say = log if (log is not None and ctx.is_main) else (lambda _msg: None)
 
@@ -502,7 +503,7 @@ def _pretrain(
             if isinstance(value, torch.Tensor) and key != "step":
                 state[key] = value.to(device)
     train_model: nn.Module = model
-    if ctx.enabled:
+    if ctx.distributed:
         if config.sync_bn:
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = nn.parallel.DistributedDataParallel(

@@ -34,7 +34,7 @@ def test_pretrain_resume_and_embed(cli, tmp_path: Path) -> None:
     assert checkpoint["config"]["data"] == "digits[0:160]" and checkpoint["config"]["batch_size"] == 32
 
     again = cli("pretrain", *TRAIN, "--epochs", "1", "--out", run)
-    assert again.code == 2 and "pass --resume" in again.stderr
+    assert again.code == 2 and "--resume is needed to continue" in again.stderr
 
     # --resume takes every unset option from the checkpoint, --epochs extends the run
     resumed = cli("pretrain", "--out", run, "--resume", "--epochs", "2", "--no-progress", "--json")
