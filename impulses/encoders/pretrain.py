@@ -433,7 +433,8 @@ def _pretrain(
     checkpoint: dict[str, Any] | None = None
     if ckpt_path.exists() and not resume:
         raise ParameterError(
-            "resume", f"is needed to continue {ckpt_path}, which already exists (or choose another out folder)"
+            "resume",
+            f"is needed to continue {ckpt_path}, which already exists (or choose another out folder)",
         )
     if resume and ckpt_path.exists():
         checkpoint = load_checkpoint(ckpt_path)

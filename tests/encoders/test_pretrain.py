@@ -210,7 +210,9 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path: Path) -> None:
 
 def test_refuses_to_overwrite_and_mismatched_resume(tmp_path: Path) -> None:
     tiny_run(tmp_path)
-    with pytest.raises(ParameterError, match=r"^resume is needed to continue .*last\.pt, which already exists"):
+    with pytest.raises(
+        ParameterError, match=r"^resume is needed to continue .*last\.pt, which already exists"
+    ):
         tiny_run(tmp_path)
     changed = PretrainConfig(
         data="digits[:128]",
