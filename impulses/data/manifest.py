@@ -20,9 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from impulses.data.sources import BadImageError, ImageSource, Sample, _plain_mode
+from impulses.data.sources import ImageSource, Sample, decode_image_file
 from impulses.errors import ImpulsesError
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -198,13 +197,7 @@ class ManifestSource(ImageSource):
 
     def _get(self, index: int) -> Sample:
         path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode now: a truncated or corrupt file fails here, with its name
-                image = _plain_mode(image)
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-            raise BadImageError(str(path), f"{type(err).__name__}: {err}") from None
-        return Sample(image, self.ids[index], int(self.targets[index]))
+        return Sample(decode_image_file(path, str(path)), self.ids[index], int(self.targets[index]))
 
     def sample_id(self, index: int) -> str:
         return self.ids[index]

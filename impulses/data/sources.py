@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -173,13 +174,7 @@ class ImageFolderSource(ImageSource):
     def _get(self, index: int) -> Sample:
         rel = self.files[index]
         path = self.root / rel
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode now: a truncated or corrupt file fails here, with its name
-                image = _plain_mode(image)
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-            raise BadImageError(str(path), f"{type(err).__name__}: {err}") from None
-        return Sample(image, rel, int(self.targets[index]))
+        return Sample(decode_image_file(path, str(path)), rel, int(self.targets[index]))
 
     def sample_id(self, index: int) -> str:
         return self.files[index]
@@ -221,6 +216,22 @@ class RangeSource(ImageSource):
     @property
     def digest(self) -> str:
         return hashlib.sha256(f"{self.base.digest}[{self.start}:{self.stop}]".encode()).hexdigest()
+
+
+def decode_image_file(
+    file: str | os.PathLike[str] | io.BufferedIOBase | io.BytesIO, name: str
+) -> Image.Image:
+    """Decode an image file (a path or a binary file object) now, as mode ``L`` or ``RGB``.
+
+    Raises:
+        BadImageError: the file is truncated, corrupt or not an image; the message names ``name``.
+    """
+    try:
+        with Image.open(file) as image:
+            image.load()  # decode now: a truncated or corrupt file fails here, with its name
+            return _plain_mode(image)
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise BadImageError(name, f"{type(err).__name__}: {err}") from None
 
 
 def _plain_mode(image: Image.Image) -> Image.Image:

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from impulses.data.manifest import encode_labels, files_digest
-from impulses.data.sources import IMAGE_EXTENSIONS, BadImageError, ImageSource, Sample, _plain_mode
+from impulses.data.sources import IMAGE_EXTENSIONS, BadImageError, ImageSource, Sample, decode_image_file
 from impulses.errors import ImpulsesError
 
 # The image member of a sample: the first of these present (WebDataset's usual names first).
@@ -220,14 +219,14 @@ class WebDatasetSource(ImageSource):
         name = f"{self.shards[self.shard_of[index]]}:{self.keys[index]}.{IMAGE_KEYS[self.kinds[index]]}"
         try:
             data = self._read(index)
-            if len(data) != self.sizes[index]:
-                raise EOFError(f"the shard ends {self.sizes[index] - len(data)} bytes early")
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                image = _plain_mode(image)
-        except Exception as err:  # PIL's many error types, or a shard truncated since it was indexed
+        except OSError as err:  # the shard is gone or unreadable since it was indexed
             raise BadImageError(name, f"{type(err).__name__}: {err}") from None
-        return Sample(image, self.sample_id(index), int(self.targets[index]))
+        if len(data) != self.sizes[index]:  # the shard was truncated since it was indexed
+            missing = self.sizes[index] - len(data)
+            raise BadImageError(name, f"EOFError: the shard ends {missing} bytes early")
+        return Sample(
+            decode_image_file(io.BytesIO(data), name), self.sample_id(index), int(self.targets[index])
+        )
 
     def close(self) -> None:
         """Close this process's open shard files (reopened on the next read)."""
