@@ -11,7 +11,6 @@ reads a store reads it. The store records where it came from: ``encoder`` = ``"i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import numpy as np
 
 from impulses.data.manifest import encode_labels
 from impulses.embed.store import DTYPES, EmbeddingStore, StoreError, StoreSpec, StoreWriter
+from impulses.encoders.checkpoint import file_sha256
 from impulses.errors import ImpulsesError, ParameterError
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".parquet", ".safetensors")
@@ -202,15 +202,6 @@ def _numbered_columns(frame: Any, path: Path) -> tuple[np.ndarray, str]:
         if not frame[name].dtype.is_numeric():
             raise ImpulsesError(f"{path}: column {name!r} holds {frame[name].dtype}, not numbers")
     return frame.select(names).to_numpy(), f"columns {prefix}0..{prefix}{len(names) - 1}"
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_matrix(X: np.ndarray, ids: list[str], dtype: str, where: str) -> None:
