@@ -23,7 +23,7 @@ def python_example() -> str:
 def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(python_example(), str(README), "exec"), namespace)  # noqa: S102 (our own README)
+    exec(compile(python_example(), str(README), "exec"), namespace)
     sweep = namespace["sweep"]
     assert sweep.rows.height == 3 * (3 + 3) * 2  # label sets x (imbnnpu b·π + nnpu b·π) x seeds
     assert (tmp_path / "runs/py/heads/heads.pt").exists()
