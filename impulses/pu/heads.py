@@ -47,7 +47,7 @@ import torch
 
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
-from impulses.pu.losses import HeadLoss, check_prior, get_loss
+from impulses.pu.losses import SURROGATES, HeadLoss, check_prior, get_loss
 from impulses.pu.trainer import fit, resolve_feature_dtype
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -60,7 +60,9 @@ class HeadSpec:
     ``column`` picks the column of a 2-D label matrix (default: column k for head k when the matrix
     has one column per head, else column 0). ``pos_weight`` (wbce, pn) defaults to |U|/|P| (pn:
     |N|/|P|) of the head's label column over the whole training set. ``name`` is a free label carried
-    into results.
+    into results. ``surrogate`` is the PU losses' loss ℓ: ``"sigmoid"`` (the paper's; logits are
+    scores) or ``"logistic"`` (logits estimate log-odds, see :mod:`impulses.pu.losses`); the
+    baselines (bce, wbce, pn) use the logistic loss whatever it says.
     """
 
     loss: str = "imbnnpu"
@@ -72,6 +74,7 @@ class HeadSpec:
     gamma: float = 1.0
     pos_weight: float | None = None
     name: str | None = None
+    surrogate: str = "sigmoid"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +194,11 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
             pos_weight = n_u / n_p
         if head.beta < 0 or head.gamma < 0:
             raise ParameterError("heads", f"{what}: beta and gamma must be >= 0")
+        if str(head.surrogate).lower() not in SURROGATES:
+            raise ParameterError(
+                "heads", f"{what}: surrogate must be one of {', '.join(SURROGATES)}, got {head.surrogate!r}"
+            )
+        surrogate = str(head.surrogate).lower() if spec.kind == "pu" else "sigmoid"
         prior = float(head.prior) if spec.uses_prior else None
         losses.append(
             HeadLoss(
@@ -200,6 +208,7 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
                 float(head.beta),
                 float(head.gamma),
                 None if pos_weight is None else float(pos_weight),
+                surrogate,
             )
         )
     return losses

@@ -68,9 +68,10 @@ def reference_train(
             out = model(xb)[:, 0]
             if spec.kind == "pu":
                 loss = spec.fn(
-                    out, sb, head.prior, prior_prime=head.prior_prime, beta=head.beta, gamma=head.gamma
-                )
-                p = torch.sigmoid(out)
+                    out, sb, head.prior, prior_prime=head.prior_prime, beta=head.beta, gamma=head.gamma,
+                    surrogate=head.surrogate,
+                )  # fmt: skip
+                p = torch.nn.functional.softplus(out) if head.surrogate == "logistic" else torch.sigmoid(out)
                 r_n = p[sb == 0].mean() - head.prior * p[sb == 1].mean()
                 if stats is not None and head.loss == "nnpu" and r_n < -head.beta:
                     stats["corrected"] = stats.get("corrected", 0) + 1
@@ -100,8 +101,10 @@ def test_linear_init_is_torch_default_linear_init() -> None:
         HeadSpec("bce", seed=2),
         HeadSpec("wbce"),
         HeadSpec("pn", seed=4),  # given y in place of s: wBCE with |N|/|P| of the whole set
+        HeadSpec("imbnnpu", 0.15, seed=3, surrogate="logistic"),
+        HeadSpec("nnpu", 0.9, seed=1, surrogate="logistic"),  # both branches with the logistic loss
     ],
-    ids=lambda h: h.loss,
+    ids=lambda h: h.loss + ("-logistic" if h.surrogate == "logistic" else ""),
 )
 @pytest.mark.parametrize("fused_adam", [True, False], ids=["fused-adam", "masked-adam"])
 @CPU_KERNELS
@@ -339,7 +342,7 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("kernel", ["fused", "wide"])
 def test_heads_in_a_wide_group_are_within_1e6_of_each_head_trained_alone(kernel: str) -> None:
-    """Nine heads (two register tiles and one left over), both nnPU branches, a label set that leaves
+    """Eleven heads (two register tiles and three left over), both nnPU branches, both surrogates, a label set that leaves
     batches without a labeled positive, a batch size and feature count that are not multiples of 4."""
     X, s, y = pu_data(n=640, d=301)
     rng = np.random.default_rng(5)
@@ -355,6 +358,8 @@ def test_heads_in_a_wide_group_are_within_1e6_of_each_head_trained_alone(kernel:
         HeadSpec("wbce", seed=6, column=1),
         HeadSpec("pn", seed=7, column=2),
         HeadSpec("imbnnpu", 0.2, seed=8, column=1),
+        HeadSpec("nnpu", 0.9, seed=9, column=0, surrogate="logistic"),
+        HeadSpec("imbnnpu", 0.2, seed=10, column=1, surrogate="logistic"),
     ]
     kw = {"epochs": 4, "batch_size": 61, "lr": 1e-2, "shuffle_seed": 11}
     together = train_heads(X.astype(np.float16), labels, heads, kernel=kernel, **kw)
