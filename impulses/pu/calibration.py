@@ -307,3 +307,37 @@ def decide(logits: Any, rule: str, probabilities: Any = None) -> np.ndarray:
     top = np.argsort(-flat, axis=0, kind="stable")[:count]
     np.put_along_axis(out, top, True, axis=0)
     return out.reshape(z.shape)
+
+
+def held_out_rows(S: Any, fraction: float, seed: int = 0) -> np.ndarray:
+    """A seeded mask of rows to hold out for calibration, stratified by the rows' PU labels.
+
+    Every distinct row of ``S`` (its labels across the label sets) gives ``round(fraction·count)``
+    of its rows, so each label set keeps its share of labeled positives on both sides.
+
+    Args:
+        S: PU labels (N,) or (N, L), 0/1.
+        fraction: The share to hold out, in (0, 1).
+        seed: Seed of the draw.
+
+    Returns:
+        Boolean mask (N,): True for held-out rows.
+
+    Raises:
+        ParameterError: ``fraction`` outside (0, 1), or a side left without labeled positives.
+    """
+    if not 0 < fraction < 1:
+        raise ParameterError("fraction", f"must be in (0, 1), got {fraction!r}")
+    labels = np.asarray(S).reshape(len(S), -1)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    _, group = np.unique(labels, axis=0, return_inverse=True)
+    for g in range(int(group.max()) + 1 if len(group) else 0):
+        rows = np.flatnonzero(group.reshape(-1) == g)
+        held[rng.choice(rows, round(fraction * len(rows)), replace=False)] = True
+    for j in range(labels.shape[1]):
+        if not (labels[held, j].any() and labels[~held, j].any()):
+            raise ParameterError(
+                "fraction", f"{fraction:g} leaves label set {j} without labeled positives on one side"
+            )
+    return held

@@ -246,8 +246,8 @@ class HeadsResult:
                 )
                 raise ParameterError(
                     "heads",
-                    f"head {self.names[k]} ({kind}) gives scores, not log-odds: calibrate the heads on "
-                    "held-out PU data first, or train PU heads with the logistic surrogate",
+                    f"include head {self.names[k]} ({kind}), whose logits are scores, not log-odds: "
+                    "calibrate the heads on held-out PU data first, or train PU heads with the logistic surrogate",
                 )
             target = (
                 prevalence if prevalence is not None else (head.prior if head.prior is not None else balance)

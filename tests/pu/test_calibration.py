@@ -177,14 +177,17 @@ def test_heads_result_calibrate_then_predict_proba_and_the_refusal_before() -> N
     heads = [HeadSpec("imbnnpu", prior, name="sigmoid"), HeadSpec("bce", name="bce")]
     result = train_heads(X.astype(np.float32), s, heads, epochs=30, batch_size=256, lr=1e-2)
     X_val, s_val, _, _ = gaussians(8_000, 2_000, prior, seed=3)
-    with pytest.raises(ParameterError, match="head sigmoid \\(imbnnpu, sigmoid loss\\) gives scores"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^heads include head sigmoid \(imbnnpu, sigmoid loss\), whose logits are scores",
+    ):
         result.predict_proba(X_val, prevalence=0.4)
     result.calibrate(X_val, s_val)  # bce has no prior: left uncalibrated
     entry, bce_entry = result.meta["calibration"]
     assert bce_entry is None and entry["prior"] == prior and entry["method"] == "pu-platt"
     platt = PUPlatt(prior).fit(result.decision_function(X_val)[:, 0], s_val)
     assert (entry["coef"], entry["intercept"]) == (platt.coef_, platt.intercept_)
-    with pytest.raises(ParameterError, match="head bce \\(bce\\) gives scores"):
+    with pytest.raises(ParameterError, match=r"include head bce \(bce\), whose logits are scores"):
         result.predict_proba(X_val, prevalence=0.4)
     result.calibrate(X_val, s_val, prior=prior)  # a prior for every head calibrates bce too
     X_test, _, y_test, llr_test = gaussians(20_000, 0, 0.4, seed=4)
