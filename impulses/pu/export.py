@@ -21,7 +21,8 @@ that need them.
 (scikit-learn) and the ONNX ``probabilities`` output are σ(logit): for PU heads trained with the
 sigmoid loss (the paper's, and the default) that is a monotone score in [0, 1], not a calibrated
 probability, because the sigmoid loss is not a proper scoring rule and imbnnPU re-weights the
-classes to π′. Calibrate first (PU Platt scaling) when probabilities matter.
+classes to π′. For probabilities use ``HeadsResult.predict_proba`` (PU Platt calibration from
+``HeadsResult.calibrate``, saved in ``meta["calibration"]``, or logistic-surrogate heads).
 """
 
 from __future__ import annotations
