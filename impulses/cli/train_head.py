@@ -145,6 +145,32 @@ def train_head_command(
             "and a t-SNE of the test embeddings by class and by P/N."
         ),
     ] = None,
+    surrogate: Annotated[
+        str,
+        typer.Option(
+            help="The PU losses' loss: sigmoid (the paper's; logits are scores) or logistic (logits are "
+            "log-odds, so predict --prevalence gives probabilities without calibration)."
+        ),
+    ] = "sigmoid",
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Hold out --calibrate-fraction of the training rows (stratified by their labels, seeded "
+            "by --shuffle-seed), train on the rest, and fit PU Platt scaling per head on the held-out rows "
+            "at its prior (saved in heads.pt; predict --prevalence uses it).",
+        ),
+    ] = False,
+    calibrate_fraction: Annotated[
+        float, typer.Option(help="With --calibrate: the share of training rows held out.")
+    ] = 0.2,
+    allow_other_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-encoder",
+            help="Evaluate on a --test store embedded by another encoder or transform than --train.",
+        ),
+    ] = False,
     progress: ProgressOption = True,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -164,8 +190,10 @@ def train_head_command(
         impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
     """
     from impulses.embed.store import EmbeddingStore
+    from impulses.pu.calibration import held_out_rows
+    from impulses.pu.heads import check_same_encoder, store_encoder
     from impulses.pu.labels import read_test_set, read_training_set
-    from impulses.pu.losses import get_loss
+    from impulses.pu.losses import check_surrogate, get_loss
     from impulses.pu.sweep import check_output_dir, run_sweep
 
     priors = parse_priors(prior, prior_range)
@@ -176,28 +204,45 @@ def train_head_command(
         raise ParameterError("plot", "draws test-set figures: give --test and --test-labels too")
     check_distinct("out", out, train=train, labels=labels, test=test, test_labels=test_labels)
     check_output_dir(out)
+    check_surrogate(surrogate)
+    if calibrate and not 0 < calibrate_fraction < 1:
+        raise ParameterError("calibrate_fraction", f"must be in (0, 1), got {calibrate_fraction:g}")
     needs_y = any(get_loss(name).labels == "y" for name in losses)
     with renamed_params(store="train"):
         training = read_training_set(EmbeddingStore.open(train), labels, label_set, require_y=needs_y)
     test_set = None
     if test is not None:
         with renamed_params(store="test", labels="test_labels"):
-            test_set = read_test_set(EmbeddingStore.open(test), test_labels)
-    start = f"training on {len(training.X):,} x {training.X.shape[1]} features ({len(training.names)} label set(s))"
+            test_store = EmbeddingStore.open(test)
+            check_same_encoder(store_encoder(training.store), test_store, allow_other_encoder)
+            test_set = read_test_set(test_store, test_labels)
+    X, S, y = training.X, training.S, training.y
+    held = None
+    if calibrate:
+        with renamed_params(fraction="calibrate_fraction"):
+            held = held_out_rows(S, calibrate_fraction, shuffle_seed)
+        X, S, y = X[~held], S[~held], None if y is None else y[~held]
+    start = f"training on {len(X):,} x {X.shape[1]} features ({len(training.names)} label set(s))"
     with LazyProgress(
         "epochs", enabled=progress and not quiet, on_start=partial(note, start, quiet=quiet)
     ) as bar:
         result = run_sweep(
-            training.X, training.S, training.names, losses=losses, priors=priors, distortions=distortions,
-            seeds=seeds, y=training.y, X_test=getattr(test_set, "X", None), y_test=getattr(test_set, "y", None),
+            X, S, training.names, losses=losses, priors=priors, distortions=distortions,
+            seeds=seeds, y=y, X_test=getattr(test_set, "X", None), y_test=getattr(test_set, "y", None),
             prior_prime=prior_prime, beta=beta, gamma=gamma, epochs=epochs, batch_size=batch_size, lr=lr,
             stratified=stratified, shuffle_seed=shuffle_seed, device=device, threads=threads, kernel=kernel,
             eval_every=1 if plot is not None and eval_every == 0 else eval_every,  # the AUC figure needs every epoch
-            on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet),
+            on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet), surrogate=surrogate,
         )  # fmt: skip
+    provenance: dict[str, Any] = {}
+    if held is not None:
+        result.heads.calibrate(training.X[held], training.S[held])
+        provenance["calibration_rows"] = {"fraction": calibrate_fraction, "seed": shuffle_seed,
+                                          "held_out": int(held.sum()), "trained_on": int((~held).sum())}  # fmt: skip
     result.save(
         out, train_store=str(train), labels=str(labels), store_fingerprint=training.store.fingerprint,
         store_dim=training.store.dim, feature_dtype=training.store.dtype,
+        store_encoder=store_encoder(training.store), **provenance,
     )  # fmt: skip
     if plot is not None and test_set is not None:
         for path in _write_plots(plot, result, test_set):

@@ -247,3 +247,97 @@ def expected_calibration_error(probs: Any, y: Any, bins: int = 15) -> float:
     idx = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p, side="left")  # edges go to the lower bin
     gap = np.abs(np.bincount(idx, t.astype(np.float64), bins) - np.bincount(idx, p, bins))  # per-bin sums
     return float(gap.sum() / p.size)
+
+
+THRESHOLDS = ("logit0", "bayes", "rate:Q")
+
+
+def parse_threshold(rule: str) -> tuple[str, float | None]:
+    """A decision rule ``logit0``, ``bayes`` or ``rate:Q`` as (name, Q); Q in (0, 1] for ``rate``.
+
+    Raises:
+        ParameterError: about ``threshold``, naming the choices.
+    """
+    name, _, value = str(rule).strip().lower().partition(":")
+    if name in ("logit0", "bayes") and not value:
+        return name, None
+    if name == "rate":
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if 0 < share <= 1:
+            return name, share
+        raise ParameterError("threshold", f"rate:Q needs a share Q in (0, 1], got {rule!r}")
+    raise ParameterError("threshold", f"must be one of {', '.join(THRESHOLDS)}, got {rule!r}")
+
+
+def decide(logits: Any, rule: str, probabilities: Any = None) -> np.ndarray:
+    """Decisions (N, K) bool of a decision rule, per head (column).
+
+    - ``logit0``: logit > 0, the decision the paper evaluates (the balanced one for imbnnPU, π′ = 0.5);
+    - ``bayes``: calibrated p(y=1 | x) ≥ 0.5 at the prevalence they were computed for (the Bayes
+      decision for accuracy there); needs ``probabilities``;
+    - ``rate:Q``: the ⌈Q·N⌉ rows with the highest logits of each head (flag a fixed share).
+
+    Args:
+        logits: Logits (N,) or (N, K).
+        rule: ``logit0``, ``bayes`` or ``rate:Q``.
+        probabilities: Calibrated probabilities, shaped like ``logits`` (for ``bayes``).
+
+    Returns:
+        Booleans shaped like ``logits``.
+
+    Raises:
+        ParameterError: an unknown rule, or ``bayes`` without probabilities.
+    """
+    name, share = parse_threshold(rule)
+    z = np.asarray(logits, dtype=np.float64)
+    if name == "logit0":
+        return z > 0
+    if name == "bayes":
+        if probabilities is None:
+            raise ParameterError(
+                "prevalence", "is needed by the bayes threshold (it thresholds probabilities)"
+            )
+        return np.asarray(probabilities, dtype=np.float64) >= 0.5
+    flat = z.reshape(len(z), -1)
+    count = min(len(flat), int(np.ceil(share * len(flat) - 1e-9)))
+    out = np.zeros(flat.shape, dtype=bool)
+    top = np.argsort(-flat, axis=0, kind="stable")[:count]
+    np.put_along_axis(out, top, True, axis=0)
+    return out.reshape(z.shape)
+
+
+def held_out_rows(S: Any, fraction: float, seed: int = 0) -> np.ndarray:
+    """A seeded mask of rows to hold out for calibration, stratified by the rows' PU labels.
+
+    Every distinct row of ``S`` (its labels across the label sets) gives ``round(fraction·count)``
+    of its rows, so each label set keeps its share of labeled positives on both sides.
+
+    Args:
+        S: PU labels (N,) or (N, L), 0/1.
+        fraction: The share to hold out, in (0, 1).
+        seed: Seed of the draw.
+
+    Returns:
+        Boolean mask (N,): True for held-out rows.
+
+    Raises:
+        ParameterError: ``fraction`` outside (0, 1), or a side left without labeled positives.
+    """
+    if not 0 < fraction < 1:
+        raise ParameterError("fraction", f"must be in (0, 1), got {fraction!r}")
+    labels = np.asarray(S).reshape(len(S), -1)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    _, group = np.unique(labels, axis=0, return_inverse=True)
+    for g in range(int(group.max()) + 1 if len(group) else 0):
+        rows = np.flatnonzero(group.reshape(-1) == g)
+        held[rng.choice(rows, round(fraction * len(rows)), replace=False)] = True
+    for j in range(labels.shape[1]):
+        if not (labels[held, j].any() and labels[~held, j].any()):
+            raise ParameterError(
+                "fraction", f"{fraction:g} leaves label set {j} without labeled positives on one side"
+            )
+    return held

@@ -156,6 +156,26 @@ class PUClassifier(LinearClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(rng.randint(np.iinfo(np.int32).max))
 
+    @classmethod
+    def from_heads(cls, path: Any, head: int | str = 0) -> PUClassifier:
+        """One trained head (``heads.pt``, portable heads or a HeadsResult) as a fitted classifier.
+
+        Args:
+            path: ``heads.pt``, a portable ``.safetensors``/``.json``/folder, or a ``HeadsResult``.
+            head: The head's index or name.
+
+        Returns:
+            A fitted PUClassifier with the head's weights and hyperparameters
+            (:func:`impulses.pu.export.pu_classifier_from_heads`).
+
+        Raises:
+            ParameterError: ``head`` names no head.
+            ImpulsesError: the file is missing or not a heads file.
+        """
+        from impulses.pu.export import pu_classifier_from_heads
+
+        return pu_classifier_from_heads(path, head=head)
+
     def fit(self, X: Any, y: Any) -> PUClassifier:
         """Train on features ``X`` (N, D) and PU labels ``y`` (``pos_label`` = labeled positive).
 

@@ -21,7 +21,8 @@ that need them.
 (scikit-learn) and the ONNX ``probabilities`` output are σ(logit): for PU heads trained with the
 sigmoid loss (the paper's, and the default) that is a monotone score in [0, 1], not a calibrated
 probability, because the sigmoid loss is not a proper scoring rule and imbnnPU re-weights the
-classes to π′. Calibrate first (PU Platt scaling) when probabilities matter.
+classes to π′. For probabilities use ``HeadsResult.predict_proba`` (PU Platt calibration from
+``HeadsResult.calibrate``, saved in ``meta["calibration"]``, or logistic-surrogate heads).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def save_portable(
 
     W, b, specs = _checked_arrays(result)
     dim, k = W.shape
-    merged = {**dict(getattr(result, "meta", None) or {}), **dict(meta or {})}
+    merged = {**result.meta, **dict(meta or {})}
     store_dim = merged.get("store_dim", merged.get("dim"))
     if store_dim is not None and store_dim != dim:
         raise ParameterError(
@@ -118,8 +119,8 @@ def save_portable(
     label_sets = _head_label_sets(specs, merged)
     merged.pop("head_label_sets", None)  # written per head
     meta_json = _jsonable(merged, "meta")
-    steps = _per_head(getattr(result, "steps", None), k)
-    skipped = _per_head(getattr(result, "skipped_batches", None), k)
+    steps = _per_head(result.steps, k)
+    skipped = _per_head(result.skipped_batches, k)
     heads = []
     for i, spec in enumerate(specs):
         entry = _jsonable(spec.to_dict(), f"head {i}")
@@ -145,11 +146,11 @@ def save_portable(
         "n_heads": int(k),
         "dtype": "float32",
         "heads": heads,
-        "training": _jsonable(dict(getattr(result, "config", None) or {}), "result.config"),
+        "training": _jsonable(dict(result.config), "result.config"),
         "run": {
-            "epochs": _int_or_none(getattr(result, "epochs", None)),
-            "batches_per_epoch": _int_or_none(getattr(result, "batches_per_epoch", None)),
-            "seconds": _jsonable(getattr(result, "seconds", None), "result.seconds"),
+            "epochs": int(result.epochs),
+            "batches_per_epoch": int(result.batches_per_epoch),
+            "seconds": _jsonable(result.seconds, "result.seconds"),
         },
         "meta": meta_json,
     }
@@ -308,6 +309,7 @@ def pu_classifier_from_heads(result_or_path: HeadsResult | str | Path, head: Hea
         "gamma": spec.gamma,
         "pos_weight": spec.pos_weight,
         "random_state": spec.seed,
+        "surrogate": spec.surrogate,  # kept where the estimator takes it
     }
     accepted = PUClassifier().get_params(deep=False)
     clf = PUClassifier(**{name: value for name, value in wanted.items() if name in accepted})
@@ -315,10 +317,9 @@ def pu_classifier_from_heads(result_or_path: HeadsResult | str | Path, head: Hea
     clf.intercept_ = np.array([b[k]], dtype=np.float64)
     clf.classes_ = np.array([0, 1])
     clf.n_features_in_ = int(W.shape[0])
-    clf.n_skipped_batches_ = int(_per_head(getattr(result, "skipped_batches", None), W.shape[1])[k])
+    clf.n_skipped_batches_ = int(_per_head(result.skipped_batches, W.shape[1])[k])
     clf.history_ = [
-        {key: _column(value, k, W.shape[1]) for key, value in entry.items()}
-        for entry in getattr(result, "history", None) or []
+        {key: _column(value, k, W.shape[1]) for key, value in entry.items()} for entry in result.history
     ]
     return clf
 
@@ -424,9 +425,8 @@ def head_index(result: HeadsResult, head: HeadRef) -> int:
 
 
 def _specs(result: HeadsResult) -> list[HeadSpec]:
-    """The per-head specs (``specs``, or ``heads`` as the result has called them)."""
-    specs = getattr(result, "specs", None)
-    return list(specs if specs is not None else result.heads)
+    """The per-head specs."""
+    return list(result.heads)
 
 
 def _head_name(result: HeadsResult, k: int) -> str:
@@ -452,40 +452,15 @@ def _numpy(array: Any) -> np.ndarray:
 
 
 def _as_result(result: HeadsResult | str | Path) -> HeadsResult:
-    """A HeadsResult from itself, a portable path, a ``.pt`` file or a ``load_heads`` payload dict."""
+    """A HeadsResult from itself, a portable path or a ``.pt`` file."""
     if isinstance(result, (str, Path)):
         path = Path(result)
         if path.suffix == ".pt":
             from impulses.pu.heads import load_heads
 
-            result = load_heads(path)
-        else:
-            return load_portable(path)
-    if isinstance(result, Mapping):  # a heads.pt payload as load_heads returns it
-        return _from_payload(result)
+            return load_heads(path)
+        return load_portable(path)
     return result
-
-
-def _from_payload(payload: Mapping[str, Any]) -> HeadsResult:
-    """A HeadsResult from the dict ``save_heads`` writes (W, b, heads, training, the rest as meta)."""
-    from impulses.pu.heads import HeadSpec
-
-    W, b = _numpy(payload["W"]).astype(np.float32), _numpy(payload["b"]).astype(np.float32)
-    specs = [HeadSpec(**h) for h in payload["heads"]]
-    training = dict(payload.get("training") or {})
-    skip = {"format", "version", "W", "b", "heads", "training"}
-    return _new_result(
-        W=W,
-        b=b,
-        specs=specs,
-        steps=None,
-        skipped_batches=None,
-        batches_per_epoch=0,
-        epochs=int(training.get("epochs") or 0),
-        seconds=0.0,
-        config=training,
-        meta={key: value for key, value in payload.items() if key not in skip},
-    )
 
 
 def _new_result(
@@ -500,30 +475,23 @@ def _new_result(
     seconds: float,
     config: dict[str, Any],
     meta: dict[str, Any],
-    history: list[dict[str, Any]] | None = None,
 ) -> HeadsResult:
-    """Build a HeadsResult with the fields its class has (the specs field is ``specs`` or ``heads``)."""
+    """A HeadsResult without a training history."""
     from impulses.pu.heads import HeadsResult
 
     k = W.shape[1]
-    names = {f.name for f in fields(HeadsResult)}
-    values = {
-        "W": W,
-        "b": b,
-        "specs" if "specs" in names else "heads": list(specs),
-        "steps": np.asarray(_per_head(steps, k), dtype=np.int64),
-        "skipped_batches": np.asarray(_per_head(skipped_batches, k), dtype=np.int64),
-        "batches_per_epoch": int(batches_per_epoch or 0),
-        "epochs": int(epochs or 0),
-        "seconds": float(seconds or 0.0),
-        "history": list(history or []),
-        "config": dict(config or {}),
-        "meta": dict(meta or {}),
-    }
-    result = HeadsResult(**{key: value for key, value in values.items() if key in names})
-    if "meta" not in names:
-        result.meta = values["meta"]  # type: ignore[attr-defined]
-    return result
+    return HeadsResult(
+        W=W,
+        b=b,
+        heads=list(specs),
+        steps=np.asarray(_per_head(steps, k), dtype=np.int64),
+        skipped_batches=np.asarray(_per_head(skipped_batches, k), dtype=np.int64),
+        batches_per_epoch=int(batches_per_epoch or 0),
+        epochs=int(epochs or 0),
+        seconds=float(seconds or 0.0),
+        config=dict(config or {}),
+        meta=dict(meta or {}),
+    )
 
 
 def _per_head(values: Any, k: int) -> list[int]:
@@ -539,10 +507,6 @@ def _column(value: Any, k: int, n_heads: int) -> Any:
     if isinstance(value, np.ndarray) and value.shape[:1] == (n_heads,):
         return value[k].item()
     return value
-
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 def _head_label_sets(specs: list[HeadSpec], meta: Mapping[str, Any]) -> list[str | None]:

@@ -47,7 +47,7 @@ import torch
 
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
-from impulses.pu.losses import HeadLoss, check_prior, get_loss
+from impulses.pu.losses import SURROGATES, HeadLoss, check_prior, get_loss
 from impulses.pu.trainer import fit, resolve_feature_dtype
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -60,7 +60,9 @@ class HeadSpec:
     ``column`` picks the column of a 2-D label matrix (default: column k for head k when the matrix
     has one column per head, else column 0). ``pos_weight`` (wbce, pn) defaults to |U|/|P| (pn:
     |N|/|P|) of the head's label column over the whole training set. ``name`` is a free label carried
-    into results.
+    into results. ``surrogate`` is the PU losses' loss ℓ: ``"sigmoid"`` (the paper's; logits are
+    scores) or ``"logistic"`` (logits estimate log-odds, see :mod:`impulses.pu.losses`); the
+    baselines (bce, wbce, pn) use the logistic loss whatever it says.
     """
 
     loss: str = "imbnnpu"
@@ -72,6 +74,7 @@ class HeadSpec:
     gamma: float = 1.0
     pos_weight: float | None = None
     name: str | None = None
+    surrogate: str = "sigmoid"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +142,155 @@ class HeadsResult:
         columns = {name: scores[:, k] for k, name in enumerate(self.names)}
         return pl.DataFrame({"id": [str(i) for i in store.ids], **columns})
 
+    def calibrate(
+        self, X_val: ArrayLike, s_val: ArrayLike, prior: float | Sequence[float | None] | None = None
+    ) -> HeadsResult:
+        """Fit PU Platt scaling per head on held-out PU data; kept in ``meta["calibration"]``.
+
+        Each head's logits on ``X_val`` are calibrated by :class:`~impulses.pu.calibration.PUPlatt`
+        at the prior π (labeled positives and unlabeled rows only, no negatives). The rows must not
+        be ones the heads were trained on. :func:`save_heads` saves the calibration with the heads;
+        :meth:`predict_proba` then uses it.
+
+        Args:
+            X_val: Held-out features (N, D).
+            s_val: Their PU labels, (N,) or (N, C) with the training label matrix's columns (each
+                head reads its training column; one column serves every head).
+            prior: π for every head (a float) or per head (a sequence, None to skip a head);
+                default each head's own training prior. Heads without one (bce, wbce, pn) stay
+                uncalibrated unless given one.
+
+        Returns:
+            self; ``meta["calibration"]`` holds one dict per head (``method``, ``coef``,
+            ``intercept``, ``prior``, ``risk``, ``n_labeled``, ``n_unlabeled``) or None.
+
+        Raises:
+            ParameterError: shapes that do not fit, a label column a head needs is missing, or no
+                head has a prior to calibrate at.
+        """
+        from impulses.pu.calibration import PUPlatt
+
+        logits = self.decision_function(X_val)
+        lab = s_val.detach().cpu().numpy() if isinstance(s_val, torch.Tensor) else np.asarray(s_val)
+        lab = lab[:, None] if lab.ndim == 1 else lab
+        if lab.ndim != 2 or lab.shape[0] != len(logits):
+            raise ParameterError(
+                ("X_val", "s_val"), f"must have the same rows, got {len(logits)} and {lab.shape}"
+            )
+        k = len(self.heads)
+        if prior is None or isinstance(prior, (int, float, np.floating)):
+            priors = [prior if prior is not None else h.prior for h in self.heads]
+        else:
+            priors = list(prior)
+            if len(priors) != k:
+                raise ParameterError(
+                    "prior", f"must be a float or one value per head ({k}), got {len(priors)}"
+                )
+        columns = list(self.config.get("columns") or range(k))
+        entries: list[dict[str, Any] | None] = []
+        for j, pi in enumerate(priors):
+            column = columns[j] if lab.shape[1] > 1 else 0
+            if pi is None:
+                entries.append(None)
+                continue
+            if column >= lab.shape[1]:
+                raise ParameterError(
+                    "s_val", f"has {lab.shape[1]} column(s); head {self.names[j]} reads column {column}"
+                )
+            platt = PUPlatt(float(pi)).fit(logits[:, j], lab[:, column])
+            n_labeled = int(lab[:, column].sum())
+            entries.append(
+                {"method": "pu-platt", "coef": platt.coef_, "intercept": platt.intercept_, "prior": float(pi),
+                 "risk": platt.risk_, "n_labeled": n_labeled, "n_unlabeled": len(lab) - n_labeled}
+            )  # fmt: skip
+        if all(entry is None for entry in entries):
+            raise ParameterError("prior", "is needed: no head has a training prior to calibrate at")
+        self.meta["calibration"] = entries
+        return self
+
+    def calibrated_logits(self, logits: ArrayLike, prevalence: float | None = None) -> np.ndarray:
+        """Each head's logits (N, K) turned into log-odds of p(y=1 | x) at ``prevalence``.
+
+        Per head, the first route that applies: a PU Platt calibration (:meth:`calibrate`), then a
+        logit shift (:func:`~impulses.pu.calibration.shift_logits`) for heads whose logits are
+        log-odds already: PU heads trained with the logistic surrogate (balance π′ for imbnnPU, π
+        for nnPU/uPU) and pn (0.5). Derivations: :mod:`impulses.pu.calibration`.
+
+        Args:
+            logits: The heads' logits, (N, K) as :meth:`decision_function` gives them.
+            prevalence: P, the positive share of the population scored; default each head's prior
+                π (the unlabeled population's share; 0.5 for pn).
+
+        Raises:
+            ParameterError: a head whose logits are scores (sigmoid-loss PU heads, bce, wbce) and
+                that is not calibrated, or a prevalence outside (0, 1).
+        """
+        from impulses.pu.calibration import logit_balance, shift_logits
+
+        z = np.asarray(logits, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != len(self.heads):
+            raise ParameterError("logits", f"must be (N, {len(self.heads)}), got {z.shape}")
+        calibration = self.meta.get("calibration") or [None] * len(self.heads)
+        out = np.empty_like(z)
+        for k, head in enumerate(self.heads):
+            entry = calibration[k] if k < len(calibration) else None
+            if entry:
+                g, balance = entry["coef"] * z[:, k] + entry["intercept"], float(entry["prior"])
+            elif head.loss == "pn" or (
+                get_loss(head.loss).kind == "pu" and str(head.surrogate).lower() == "logistic"
+            ):
+                g, balance = z[:, k], logit_balance(head.loss, head.prior, head.prior_prime)
+            else:
+                kind = (
+                    f"{head.loss}, {head.surrogate} loss" if get_loss(head.loss).kind == "pu" else head.loss
+                )
+                raise ParameterError(
+                    "heads",
+                    f"include head {self.names[k]} ({kind}), whose logits are scores, not log-odds: "
+                    "calibrate the heads on held-out PU data first, or train PU heads with the logistic surrogate",
+                )
+            target = (
+                prevalence if prevalence is not None else (head.prior if head.prior is not None else balance)
+            )
+            out[:, k] = shift_logits(g, balance, target)
+        return out
+
+    def predict_proba(self, X: ArrayLike, prevalence: float | None = None) -> np.ndarray:
+        """p(y=1 | x) (N, K) of every head at prevalence P: σ of :meth:`calibrated_logits`.
+
+        Args:
+            X: Features (N, D).
+            prevalence: P, the positive share of the population scored (default: each head's π).
+
+        Raises:
+            ParameterError: a head whose logits are scores and that is not calibrated (see
+                :meth:`calibrated_logits`).
+        """
+        from scipy.special import expit
+
+        return expit(self.calibrated_logits(self.decision_function(X), prevalence))
+
+    def check_store(self, store: Any, allow_other_encoder: bool = False) -> None:
+        """Refuse a store these heads cannot score: another dimension, or another encoder/transform.
+
+        The heads record their training store's ``encoder``, ``encoder_sha256`` and ``transform``
+        (``meta["store_encoder"]``, written by ``train-head``); a store embedded otherwise holds
+        other features even at the same dimension. Heads without the record are checked by
+        dimension only.
+
+        Args:
+            store: An embedding store (``dim`` and ``meta``, duck-typed).
+            allow_other_encoder: Score a store of another encoder or transform anyway.
+
+        Raises:
+            ParameterError: the dimension differs (about ``store``) or the encoder does (about
+                ``allow_other_encoder``; the message names both encoders).
+        """
+        dim = self.W.shape[0]
+        if store.dim != dim:
+            raise ParameterError("store", f"has dim {store.dim}, but the heads were trained on dim {dim}")
+        check_same_encoder(self.meta.get("store_encoder"), store, allow_other_encoder)
+
 
 def _label_matrix(s: ArrayLike, heads: Sequence[HeadSpec], n: int) -> tuple[np.ndarray, list[int]]:
     """Labels as (N, C) float32 and each head's column index, validated."""
@@ -191,6 +343,11 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
             pos_weight = n_u / n_p
         if head.beta < 0 or head.gamma < 0:
             raise ParameterError("heads", f"{what}: beta and gamma must be >= 0")
+        if str(head.surrogate).lower() not in SURROGATES:
+            raise ParameterError(
+                "heads", f"{what}: surrogate must be one of {', '.join(SURROGATES)}, got {head.surrogate!r}"
+            )
+        surrogate = str(head.surrogate).lower() if spec.kind == "pu" else "sigmoid"
         prior = float(head.prior) if spec.uses_prior else None
         losses.append(
             HeadLoss(
@@ -200,6 +357,7 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
                 float(head.beta),
                 float(head.gamma),
                 None if pos_weight is None else float(pos_weight),
+                surrogate,
             )
         )
     return losses
@@ -327,6 +485,67 @@ def train_heads(
             "threads": run.threads,
         },
     )
+
+
+ENCODER_KEYS = ("encoder", "encoder_sha256", "transform")  # what makes two stores' features comparable
+
+
+def store_encoder(store: Any) -> dict[str, Any]:
+    """What a store records about how it was embedded: encoder, weights sha256, transform, spec.
+
+    Kept with heads (``meta["store_encoder"]``) so that :meth:`HeadsResult.check_store` can refuse a
+    store of another encoder, and ``predict --data`` can embed new images the same way.
+
+    Args:
+        store: An embedding store (its ``meta``: root attributes as a dict, duck-typed).
+    """
+    meta = getattr(store, "meta", None)
+    meta = meta() if callable(meta) else dict(meta or {})
+    keys = (*ENCODER_KEYS, "encoder_spec", "encoder_preset", "weights", "source")
+    return {key: meta[key] for key in keys if meta.get(key) is not None}
+
+
+def _describe_encoder(record: dict[str, Any], keys: Sequence[str]) -> str:
+    import json
+
+    parts = [str(record.get("encoder") or "?")]
+    if "encoder_sha256" in keys or record.get("encoder_sha256"):
+        parts.append(f"weights sha256 {str(record.get('encoder_sha256') or '-')[:12]}")
+    if "transform" in keys:
+        parts.append(f"transform {json.dumps(record.get('transform'), sort_keys=True)}")
+    return f"{parts[0]} ({', '.join(parts[1:])})"
+
+
+def check_same_encoder(
+    recorded: dict[str, Any] | None, store: Any, allow_other_encoder: bool = False
+) -> None:
+    """Refuse ``store`` when its encoder, weights or transform differ from ``recorded`` (a :func:`store_encoder`).
+
+    Nothing is compared when ``recorded`` is None or empty (heads saved before it was recorded).
+
+    Raises:
+        ParameterError: about ``allow_other_encoder``, naming both stores' encoders.
+    """
+    import json
+
+    if not recorded or allow_other_encoder:
+        return
+    found = store_encoder(store)
+
+    def same(key: str) -> bool:
+        a, b = recorded.get(key), found.get(key)
+        if key == "transform":
+            return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+        return (a or "") == (b or "")
+
+    differ = [key for key in ENCODER_KEYS if key in recorded and not same(key)]
+    if differ:
+        where = getattr(store, "path", None) or "the store"
+        raise ParameterError(
+            "allow_other_encoder",
+            f"is needed to score {where}: it was embedded by {_describe_encoder(found, differ)}, but the "
+            f"heads were trained on a store embedded by {_describe_encoder(recorded, differ)}",
+        )
 
 
 HEADS_FORMAT = "impulses-heads"

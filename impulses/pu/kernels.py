@@ -102,27 +102,37 @@ if AVAILABLE:
             param[d] -= step_size * exp_avg[d] / (np.sqrt(exp_avg_sq[d]) / bc2_sqrt + eps)
 
     @njit(nogil=True, boundscheck=False)
-    def _logit_gradient(z, r, normal, corrected, u, neg_v, is_pu, neg_beta, g):  # pragma: no cover
+    def _logit_gradient(z, r, normal, corrected, u, neg_v, is_pu, logistic, neg_beta, g):  # pragma: no cover
         """dObjective/dlogits of one head on one batch (FusedObjective.grad), strictly in row order.
 
         No fastmath here: R_n's sum is not reordered, so the branch a head takes cannot depend on
-        how the compiler vectorised it.
+        how the compiler vectorised it. ``logistic``: a PU head with the logistic surrogate (R_n sums
+        r·softplus(z); the gradient is coefficient·σ, plus ``neg_v`` in the uncorrected branch).
         """
         one = np.float32(1.0)
+        zero = np.float32(0.0)
         if is_pu:
             r_n = np.float32(0.0)
             for i in range(z.shape[0]):
-                r_n += one / (one + np.exp(-z[i])) * r[i]
-            coef = corrected if r_n < neg_beta else normal
+                if logistic:  # softplus(z), computed without overflow
+                    loss = max(z[i], zero) + np.log1p(np.exp(-abs(z[i])))
+                else:
+                    loss = one / (one + np.exp(-z[i]))
+                r_n += loss * r[i]
+            correct = r_n < neg_beta
+            coef = corrected if correct else normal
             for i in range(z.shape[0]):
                 p = one / (one + np.exp(-z[i]))
-                g[i] = coef[i] * (one - p) * p
+                if logistic:
+                    g[i] = coef[i] * p + (zero if correct else neg_v[i])
+                else:
+                    g[i] = coef[i] * (one - p) * p
         else:
             for i in range(z.shape[0]):
                 g[i] = neg_v[i] + one / (one + np.exp(-z[i])) * u[i]
 
     @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=_CACHE_DIR != "")
-    def _epoch(X, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v, is_pu,
+    def _epoch(X, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v, is_pu, logistic,
                neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, scratch):  # fmt: skip  # pragma: no cover
         dim, heads = X.shape[1], theta.shape[0]
         bias_grad = np.empty((heads, 1), dtype=np.float32)
@@ -143,7 +153,7 @@ if AVAILABLE:
                 if valid[j, k]:
                     _logit_gradient(
                         z[k, b0:b1], r[k, b0:b1], normal[k, b0:b1], corrected[k, b0:b1], u[k, b0:b1],
-                        neg_v[k, b0:b1], is_pu[k], neg_beta[k], g[k, : b1 - b0],
+                        neg_v[k, b0:b1], is_pu[k], logistic[k], neg_beta[k], g[k, : b1 - b0],
                     )  # fmt: skip
             for blk in prange(scratch.shape[0]):  # gradient and Adam, one column block per thread
                 lo = blk * COLUMN_BLOCK
@@ -188,6 +198,7 @@ def train_epoch(
     betas: tuple[float, float],
     eps: float,
     z: np.ndarray,
+    logistic: np.ndarray | None = None,
 ) -> None:
     """One epoch of Adam steps for K linear heads, each batch read from X where its rows lie.
 
@@ -197,7 +208,9 @@ def train_epoch(
     as (K, N) float32 in epoch order (zeros where a head's kind does not use one); ``is_pu`` (K,)
     bool, ``neg_beta`` (K,) the correction threshold −β. Per batch j and head k: ``valid`` says
     whether the head steps, ``step_size`` = lr/(1 − β₁ᵗ) and ``bc2_sqrt`` = √(1 − β₂ᵗ) at its step
-    count t. ``z`` (K, N) float32 receives every row's logits as computed at its step.
+    count t. ``z`` (K, N) float32 receives every row's logits as computed at its step. ``logistic``
+    (K,) bool marks PU heads with the logistic surrogate (default: none; their ``normal`` and
+    ``neg_v`` are FusedObjective.plan's r + rp and −rp).
     """
     heads, dim = theta.shape[0], X.shape[1]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -208,9 +221,16 @@ def train_epoch(
     with _LAUNCH:
         _epoch(
             X, rows, starts, theta, exp_avg, exp_avg_sq, c["r"], c["normal"], c["corrected"], c["u"],
-            c["neg_v"], is_pu, neg_beta, valid, step_size, bc2_sqrt, f32(betas[0]), f32(betas[1]),
-            f32(eps), z, g, scratch,
+            c["neg_v"], is_pu, _logistic_flags(logistic, heads), neg_beta, valid, step_size, bc2_sqrt,
+            f32(betas[0]), f32(betas[1]), f32(eps), z, g, scratch,
         )  # fmt: skip
+
+
+def _logistic_flags(logistic: np.ndarray | None, heads: int) -> np.ndarray:
+    """Per head: a PU head with the logistic surrogate, as the kernels' (K,) bool array."""
+    if logistic is None:
+        return np.zeros(heads, dtype=np.bool_)
+    return np.ascontiguousarray(logistic, dtype=np.bool_)
 
 
 def column_blocks(dim: int) -> int:
@@ -345,7 +365,7 @@ if AVAILABLE:
     # error_model numpy: no zero-division checks (no denominator here can be 0), so Adam vectorises
     @njit(parallel=True, nogil=True, fastmath=FASTMATH, boundscheck=False, cache=True, error_model="numpy")
     def _wide_epoch(X, bits, rows, starts, theta, exp_avg, exp_avg_sq, r, normal, corrected, u, neg_v,
-                    is_pu, neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, xt, xt_words,
+                    is_pu, logistic, neg_beta, valid, step_size, bc2_sqrt, beta1, beta2, eps, z, g, xt, xt_words,
                     scratch, active, bias_grad):  # fmt: skip  # pragma: no cover
         dim, heads = X.shape[1], theta.shape[0]
         blocks = scratch.shape[0]
@@ -379,7 +399,7 @@ if AVAILABLE:
                 k = active[t]
                 _logit_gradient(
                     z[k, b0:b1], r[k, b0:b1], normal[k, b0:b1], corrected[k, b0:b1], u[k, b0:b1],
-                    neg_v[k, b0:b1], is_pu[k], neg_beta[k], g[k, :nb],
+                    neg_v[k, b0:b1], is_pu[k], logistic[k], neg_beta[k], g[k, :nb],
                 )  # fmt: skip
                 bias_grad[k, 0] = _ordered_sum(g[k, :nb])
             for blk in prange(blocks):  # weight gradient (4 columns x 4 heads at a time) and Adam
@@ -424,6 +444,7 @@ def train_epoch_wide(
     betas: tuple[float, float],
     eps: float,
     z: np.ndarray,
+    logistic: np.ndarray | None = None,
 ) -> None:
     """:func:`train_epoch` with the wide kernel (4 x 4 register tiles of rows/columns and heads).
 
@@ -446,6 +467,6 @@ def train_epoch_wide(
     with _LAUNCH:
         _wide_epoch(
             X, bits, rows, starts, theta, exp_avg, exp_avg_sq, c["r"], c["normal"], c["corrected"], c["u"],
-            c["neg_v"], is_pu, neg_beta, valid, step_size, bc2_sqrt, f32(betas[0]), f32(betas[1]), f32(eps),
-            z, g, xt, xt_words, scratch, active, bias_grad,
+            c["neg_v"], is_pu, _logistic_flags(logistic, heads), neg_beta, valid, step_size, bc2_sqrt,
+            f32(betas[0]), f32(betas[1]), f32(eps), z, g, xt, xt_words, scratch, active, bias_grad,
         )  # fmt: skip

@@ -1,7 +1,9 @@
 """PU objectives (uPU, nnPU, imbalanced nnPU) and the baselines (BCE, weighted BCE, PN), vectorised over K heads.
 
 Notation, per head: g are the logits, P the rows labeled positive (s = 1), U the unlabeled rows
-(s = 0), means are taken over those rows of the batch, and ℓ(z) = σ(−z) is the sigmoid loss.
+(s = 0), means are taken over those rows of the batch, and ℓ is the **surrogate loss**: the sigmoid
+loss ℓ(z) = σ(−z) (``surrogate="sigmoid"``, the papers' and the default) or the logistic loss
+ℓ(z) = log(1 + e^(−z)) = softplus(−z) (``surrogate="logistic"``).
 
 - **nnPU** (Kiryo et al. 2017): R_p = π·mean_P ℓ(g), R_n = mean_U ℓ(−g) − π·mean_P ℓ(−g).
 - **imbnnPU** (Su, Chen & Xu 2021, Eq. 5): R_p = π′·mean_P ℓ(g),
@@ -11,6 +13,23 @@ Notation, per head: g are the logits, P the rows labeled positive (s = 1), U the
 - **uPU**: R_p + R_n of nnPU, never corrected.
 
 π (``prior``) is p(y=1 | s=0), the share of positives among the unlabeled rows.
+
+**What the logits mean (why the logistic surrogate).** Under SCAR the labeled positives are drawn
+from p₊(x) and the unlabeled rows from p_U(x) = π·p₊(x) + (1−π)·p₋(x), so mean_U ℓ(−g) − π·mean_P ℓ(−g)
+estimates (1−π)·E₋[ℓ(−g)]. nnPU/uPU therefore estimate the weighted risk
+R_w(g) = w·E₊[ℓ(g)] + (1−w)·E₋[ℓ(−g)] with w = π, and imbnnPU (R_p = π′·…, R_n scaled by
+(1−π′)/(1−π)) the same risk with w = π′. Pointwise in x, R_w is minimised by the g(x) minimising
+w·p₊(x)·ℓ(g) + (1−w)·p₋(x)·ℓ(−g). With the logistic loss (a proper scoring rule) the minimiser is
+g(x) = log(w·p₊(x) / ((1−w)·p₋(x))): the log-odds p(y=1 | x) of a population whose positive share
+is w (the *balance*, :func:`impulses.pu.calibration.logit_balance`: π′ for imbnnPU, π for
+nnPU/uPU). Bayes' rule under label shift (p(x | y) fixed) moves it to a population with positive
+share P: logit_P(x) = g(x) + log(P/(1−P)) − log(w/(1−w))
+(:func:`impulses.pu.calibration.shift_logits`), and σ(logit_P) is p(y=1 | x) at prevalence P. The
+sigmoid loss is not proper (its pointwise minimiser is ±∞, the sign of the log-odds), so
+sigmoid-loss logits are scores: they rank and their sign is the balanced decision, but σ of them is
+no probability; calibrate those with :class:`impulses.pu.calibration.PUPlatt`. (nnPU's correction
+changes the minimiser only where the estimated negative risk would go below −β, i.e. where the
+head overfits; at the population level the negative risk is ≥ 0 and the argument holds.)
 
 **Batches without a labeled positive or without an unlabeled row.** The risk estimators above need
 both kinds of rows; reference code divides by max(1, n_P), which on such a batch turns R_n into
@@ -38,6 +57,19 @@ import torch.nn.functional as F
 from impulses.errors import ParameterError
 
 Prior = float | Sequence[float] | torch.Tensor
+SURROGATES = ("sigmoid", "logistic")
+
+
+def check_surrogate(surrogate: str, param: str = "surrogate") -> str:
+    """``surrogate`` lowered, if it is one of :data:`SURROGATES`.
+
+    Raises:
+        ParameterError: about ``param``, naming the choices.
+    """
+    name = str(surrogate).lower()
+    if name not in SURROGATES:
+        raise ParameterError(param, f"must be one of {', '.join(SURROGATES)}, got {surrogate!r}")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,15 +123,18 @@ def _finish(obj: torch.Tensor, squeeze: bool) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # PU objectives (autograd-capable reference implementations)
 # ---------------------------------------------------------------------------------------------
-def _pu_means(g: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _pu_means(g: torch.Tensor, s: torch.Tensor, surrogate: str = "sigmoid") -> tuple[torch.Tensor, ...]:
     """Per head: mean_P ℓ(g), mean_P ℓ(−g), mean_U ℓ(−g), and whether the batch has both P and U."""
     n_p = s.sum(0)
     n_u = (1 - s).sum(0)
     valid = (n_p > 0) & (n_u > 0)
     inv_p = torch.where(n_p > 0, 1 / n_p.clamp(min=1), torch.zeros_like(n_p))
     inv_u = torch.where(n_u > 0, 1 / n_u.clamp(min=1), torch.zeros_like(n_u))
-    p = torch.sigmoid(g)  # ℓ(−g) = σ(g)
-    mean_p_pos = (s * torch.sigmoid(-g)).sum(0) * inv_p
+    if check_surrogate(surrogate) == "logistic":  # ℓ(g) = softplus(−g), ℓ(−g) = softplus(g)
+        pos, p = F.softplus(-g), F.softplus(g)
+    else:  # ℓ(g) = σ(−g), ℓ(−g) = σ(g)
+        pos, p = torch.sigmoid(-g), torch.sigmoid(g)
+    mean_p_pos = (s * pos).sum(0) * inv_p
     mean_p_neg = (s * p).sum(0) * inv_p
     mean_u_neg = ((1 - s) * p).sum(0) * inv_u
     return mean_p_pos, mean_p_neg, mean_u_neg, valid
@@ -119,13 +154,18 @@ def nnpu_loss(
     prior_prime: Prior = 0.5,
     beta: Prior = 0.0,
     gamma: Prior = 1.0,
+    surrogate: str = "sigmoid",
 ) -> torch.Tensor:
-    """Non-negative PU objective (Kiryo et al. 2017), shape () or (K,); ``prior_prime`` is not used."""
+    """Non-negative PU objective (Kiryo et al. 2017), shape () or (K,); ``prior_prime`` is not used.
+
+    ``surrogate`` is the loss ℓ: ``"sigmoid"`` (the paper's) or ``"logistic"`` (logits estimate the
+    log-odds at balance π; module docstring).
+    """
     check_prior(prior)
     g, lab, squeeze = _as_2d(logits, s)
     k = g.shape[1]
     pi = _per_head(prior, k, g, "prior")
-    mpp, mpn, mun, valid = _pu_means(g, lab)
+    mpp, mpn, mun, valid = _pu_means(g, lab, surrogate)
     r_p = pi * mpp
     r_n = mun - pi * mpn
     obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
@@ -140,15 +180,20 @@ def imbnnpu_loss(
     prior_prime: Prior = 0.5,
     beta: Prior = 0.0,
     gamma: Prior = 1.0,
+    surrogate: str = "sigmoid",
 ) -> torch.Tensor:
-    """Imbalanced non-negative PU objective (Su, Chen & Xu 2021, Eq. 5), shape () or (K,)."""
+    """Imbalanced non-negative PU objective (Su, Chen & Xu 2021, Eq. 5), shape () or (K,).
+
+    ``surrogate`` is the loss ℓ: ``"sigmoid"`` (the paper's) or ``"logistic"`` (logits estimate the
+    log-odds at balance π′; module docstring).
+    """
     check_prior(prior)
     check_prior(prior_prime, "prior_prime")
     g, lab, squeeze = _as_2d(logits, s)
     k = g.shape[1]
     pi = _per_head(prior, k, g, "prior")
     pp = _per_head(prior_prime, k, g, "prior_prime")
-    mpp, mpn, mun, valid = _pu_means(g, lab)
+    mpp, mpn, mun, valid = _pu_means(g, lab, surrogate)
     r_p = pp * mpp
     r_n = (1 - pp) / (1 - pi) * (mun - pi * mpn)
     obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
@@ -163,12 +208,16 @@ def upu_loss(
     prior_prime: Prior = 0.5,
     beta: Prior = 0.0,
     gamma: Prior = 1.0,
+    surrogate: str = "sigmoid",
 ) -> torch.Tensor:
-    """Unbiased PU risk R_p + R_n of nnPU, never corrected; ``prior_prime``, ``beta``, ``gamma`` are not used."""
+    """Unbiased PU risk R_p + R_n of nnPU, never corrected; ``prior_prime``, ``beta``, ``gamma`` are not used.
+
+    ``surrogate``: ``"sigmoid"`` or ``"logistic"`` (logits estimate the log-odds at balance π).
+    """
     check_prior(prior)
     g, lab, squeeze = _as_2d(logits, s)
     pi = _per_head(prior, g.shape[1], g, "prior")
-    mpp, mpn, mun, valid = _pu_means(g, lab)
+    mpp, mpn, mun, valid = _pu_means(g, lab, surrogate)
     obj = pi * mpp + mun - pi * mpn
     return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
 
@@ -222,7 +271,7 @@ class LossSpec:
     fn: Callable[..., torch.Tensor]
     uses_prior: bool
     labels: str  # "s": PU labels (1 = labeled positive, 0 = unlabeled); "y": true labels
-    kind: str  # "pu": sigmoid-loss PU risk; "bce": logistic loss
+    kind: str  # "pu": PU risk (sigmoid or logistic surrogate); "bce": logistic loss
     summary: str
 
 
@@ -262,6 +311,7 @@ class HeadLoss:
     beta: float = 0.0
     gamma: float = 1.0
     pos_weight: float | None = None  # wbce only; the trainer fills |U|/|P| of the whole training set
+    surrogate: str = "sigmoid"  # PU losses: "sigmoid" or "logistic"; the baselines are logistic anyway
 
 
 class FusedObjective:
@@ -275,6 +325,11 @@ class FusedObjective:
     and −c·π/n_P on P rows, and dR_p/dσ(g_i) = −a/n_P on P rows. With σ′ = σ(1 − σ), the gradient on
     row i is σ′·(r_i − [s_i]·a/n_P) when R_n ≥ −β and σ′·(−γ·r_i) otherwise (uPU never corrects).
     A head whose batch lacks P or U gets n_P⁻¹ = n_U⁻¹ = 0, hence zero coefficients and zero gradient.
+
+    PU heads with the logistic surrogate: R_n = Σ_i r_i·softplus(g_i) (same r_i), R_p =
+    Σ_i rp_i·softplus(−g_i) with rp_i = [s_i]·a/n_P; softplus′ = σ, so the gradient on row i is
+    σ·(r_i + rp_i) − rp_i when R_n ≥ −β and σ·(−γ·r_i) otherwise. :meth:`plan` stores r + rp in
+    ``normal`` and −rp in ``neg_v`` for those heads (the numba kernels read them the same way).
 
     Logistic heads (bce, wbce, pn): the gradient of mean_i w·y_i·softplus(−g_i) + (1−y_i)·softplus(g_i)
     is σ(g_i)·u_i − v_i with u_i = (1 + (w−1)·y_i)/B and v_i = w·y_i/B.
@@ -314,6 +369,12 @@ class FusedObjective:
         )
         self.neg_gamma = row([-h.gamma for h in heads])
         self.w = row([1.0 if h.pos_weight is None else float(h.pos_weight) for h in heads])
+        logistic = [
+            pu and check_surrogate(h.surrogate) == "logistic" for h, pu in zip(heads, is_pu, strict=True)
+        ]
+        self.logistic = logistic  # per head: a PU head with the logistic surrogate
+        self.any_logistic_pu = any(logistic)
+        self.log_col = row([1.0 if lg else 0.0 for lg in logistic]).bool()
 
     def plan(
         self,
@@ -326,21 +387,28 @@ class FusedObjective:
     ) -> dict:
         """Per-row coefficients for labels ``s`` (N, K), given each row's batch n_P⁻¹, n_U⁻¹ (N, K), B⁻¹ (N, 1).
 
-        Returns (N, K) matrices, sliced per batch by the caller: ``r`` (R_n = Σ r·σ), ``normal`` and
-        ``corrected`` (the gradient's coefficient of σ′ in each branch), ``u`` and ``neg_v``
-        (logistic heads: gradient σ·u − v), and with ``objective`` ``rp`` (R_p = Σ rp·(1 − σ)),
-        which only :meth:`objective` needs.
+        Returns (N, K) matrices, sliced per batch by the caller: ``r`` (R_n = Σ r·ℓ(−g)), ``normal``
+        and ``corrected`` (the gradient's coefficient of σ′, or of σ for logistic-surrogate PU heads,
+        in each branch), ``u`` and ``neg_v`` (logistic heads: gradient σ·u − v; logistic-surrogate
+        PU heads: ``neg_v`` = −rp, the normal branch's offset), and with ``objective`` ``rp``
+        (R_p = Σ rp·ℓ(g)), which only :meth:`objective` needs.
         """
         out: dict[str, torch.Tensor] = {}
         if self.any_pu:
             rp = s * inv_p * self.a
             r = (1 - s) * inv_u * self.c - s * inv_p * self.c_pi
-            out.update(r=r, normal=r - rp, corrected=r * self.neg_gamma)
+            normal = torch.where(self.log_col, r + rp, r - rp) if self.any_logistic_pu else r - rp
+            out.update(r=r, normal=normal, corrected=r * self.neg_gamma)
             if objective:
                 out["rp"] = rp
         if self.any_bce:
             wy = s * self.w
             out.update(u=(1 + wy - s) * inv_b, neg_v=-wy * inv_b)
+        if self.any_logistic_pu:
+            neg_rp = -s * inv_p * self.a
+            out["neg_v"] = torch.where(self.log_col, neg_rp, out["neg_v"]) if "neg_v" in out else neg_rp
+            if "u" not in out:
+                out["u"] = torch.zeros_like(neg_rp)
         return out
 
     def grad(self, z: torch.Tensor, coef: dict, *, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -349,7 +417,13 @@ class FusedObjective:
         ``p`` is a (B, K) scratch buffer (it holds σ(z) afterwards).
         """
         torch.sigmoid(z, out=p)
-        if self.any_pu:
+        if self.any_logistic_pu:
+            corrected = self._corrected_logistic(z, p, coef)
+            coefficient = torch.where(corrected, coef["corrected"], coef["normal"])
+            logistic_pu = coefficient * p + torch.where(corrected, 0.0, coef["neg_v"])
+            torch.ops.aten.sigmoid_backward.grad_input(coefficient, p, grad_input=out)
+            torch.where(self.log_col, logistic_pu, out, out=out)
+        elif self.any_pu:
             torch.where(self._corrected(p, coef, out), coef["corrected"], coef["normal"], out=out)
             torch.ops.aten.sigmoid_backward.grad_input(out, p, grad_input=out)  # coefficient · σ(1 − σ)
         if self.mixed:
@@ -365,17 +439,29 @@ class FusedObjective:
     def _corrected(self, p: torch.Tensor, coef: dict, tmp: torch.Tensor) -> torch.Tensor:
         return self._negative_risk(p, coef, tmp) < self.neg_beta
 
+    def _negative_loss(self, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """ℓ(−g) per (row, head): σ(g), or softplus(g) for logistic-surrogate PU heads."""
+        return torch.where(self.log_col, F.softplus(z), p) if self.any_logistic_pu else p
+
+    def _corrected_logistic(self, z: torch.Tensor, p: torch.Tensor, coef: dict) -> torch.Tensor:
+        r_n = (self._negative_loss(z, p) * coef["r"]).sum(0, keepdim=True)
+        return r_n < self.neg_beta
+
     def objective(self, z: torch.Tensor, coef: dict) -> torch.Tensor:
         """The (1, K) objectives on one batch (the values the registered loss functions give)."""
         p = torch.sigmoid(z)
         out = torch.zeros((1, self.k), dtype=z.dtype, device=z.device)
         if self.any_pu:
-            r_n = (p * coef["r"]).sum(0, keepdim=True)
-            r_p = (coef["rp"] * (1 - p)).sum(0, keepdim=True)
+            r_n = (self._negative_loss(z, p) * coef["r"]).sum(0, keepdim=True)
+            positive_loss = (
+                torch.where(self.log_col, F.softplus(-z), 1 - p) if self.any_logistic_pu else 1 - p
+            )
+            r_p = (coef["rp"] * positive_loss).sum(0, keepdim=True)
             pu = torch.where(r_n < self.neg_beta, self.neg_gamma * r_n, r_p + r_n)
             out = torch.where(self.pu_col, pu, out)
         if self.any_bce:
-            # softplus(−g) = softplus(g) − g, so the loss is Σ u·softplus(g) − v·g
+            # softplus(−g) = softplus(g) − g, so the loss is Σ u·softplus(g) − v·g (bce columns only:
+            # logistic-surrogate PU columns keep their PU value)
             bce = (coef["u"] * F.softplus(z) + coef["neg_v"] * z).sum(0, keepdim=True)
             out = torch.where(self.pu_col, out, bce)
         return out

@@ -26,7 +26,7 @@ import numpy as np
 from impulses.atomic import atomic_path
 from impulses.errors import ParameterError
 from impulses.pu.heads import HeadSpec, HeadsResult, save_heads
-from impulses.pu.losses import LOSSES, get_loss
+from impulses.pu.losses import LOSSES, check_surrogate, get_loss
 from impulses.pu.metrics import METRICS
 from impulses.pu.prior import PriorEstimate
 
@@ -70,6 +70,7 @@ def head_grid(
     gamma: float = 1.0,
     distorted_losses: Sequence[str] | None = None,
     true_label_column: str = TRUE_LABELS,
+    surrogate: str = "sigmoid",
 ) -> list[GridHead]:
     """losses × priors × distortions × seeds × label sets, without heads that would be identical.
 
@@ -79,7 +80,8 @@ def head_grid(
     ignore the prior, so they get one head per (seed, label set); pn trains on the true labels, so
     it gets one head per seed, with label set ``true_label_column``. ``column`` of each spec
     indexes ``[*label_sets, true_label_column]``. ``distorted_losses`` (default: every PU loss)
-    are the losses the distortions apply to; the others train at distortion 1 only.
+    are the losses the distortions apply to; the others train at distortion 1 only. ``surrogate``
+    is every PU head's loss ℓ (``sigmoid`` or ``logistic``, :mod:`impulses.pu.losses`).
 
     Raises:
         ParameterError: an empty axis, a prior or distortion out of range, a PU loss without a prior.
@@ -131,7 +133,17 @@ def head_grid(
                             )
                         dist_part = "" if dist == 1 else f"_x{dist:g}"
                         name = f"{loss}_pi{base:.6g}{dist_part}_seed{seed}_{label_set}"
-                        head = HeadSpec(loss, prior, seed, column, prior_prime, beta, gamma, name=name)
+                        head = HeadSpec(
+                            loss,
+                            prior,
+                            seed,
+                            column,
+                            prior_prime,
+                            beta,
+                            gamma,
+                            name=name,
+                            surrogate=surrogate,
+                        )
                         add(head, base, dist, label_set)
     return grid
 
@@ -268,6 +280,7 @@ def run_sweep(
     kernel: str = "auto",
     eval_every: int = 0,
     distorted_losses: Sequence[str] | None = None,
+    surrogate: str = "sigmoid",
     on_epoch: Callable[[int, int], None] | None = None,
     on_prior_estimate: Callable[[str, PriorEstimate], None] | None = None,
 ) -> SweepResult:
@@ -298,6 +311,7 @@ def run_sweep(
         kernel: "auto", "fused" or "torch".
         eval_every: Record test metrics (and the training objective) every N epochs; 0: only at the end.
         distorted_losses: PU losses the distortions apply to (default all).
+        surrogate: The PU losses' loss ℓ: ``sigmoid`` (the paper's) or ``logistic`` (log-odds logits).
         on_epoch: Called with (epochs done, epochs) after each epoch.
         on_prior_estimate: Called with (label set, estimate) for each ``"auto"`` prior.
 
@@ -365,6 +379,7 @@ def run_sweep(
                 "X_test", f"must be (M, {X.shape[1]}) like X, got shape {getattr(X_test, 'shape', None)}"
             )
         y_test = _labels(y_test, X_test.shape[0], "y_test")
+    check_surrogate(surrogate)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     check_kernel(kernel, torch_device)
     seed_list = list(range(int(seeds)))
@@ -372,7 +387,7 @@ def run_sweep(
     def grid_for(per_set: Sequence[float] | Mapping[str, Sequence[float]]) -> list[GridHead]:
         return head_grid(
             losses, per_set, distortions, seed_list, label_sets, prior_prime=prior_prime, beta=beta,
-            gamma=gamma, distorted_losses=distorted_losses,
+            gamma=gamma, distorted_losses=distorted_losses, surrogate=surrogate,
         )  # fmt: skip
 
     estimates: dict[str, PriorEstimate] = {}

@@ -439,6 +439,7 @@ class Trainer:
             betas=self.betas,
             eps=self.eps,
             z=z,
+            logistic=np.array(self.fused.logistic, dtype=np.bool_),
         )
         return z
 

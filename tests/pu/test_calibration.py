@@ -7,14 +7,17 @@ import pytest
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.calibration import (
     PUPlatt,
+    decide,
     expected_calibration_error,
     logit_balance,
+    parse_threshold,
     shift_logits,
 )
 from impulses.pu.estimator import PUClassifier
+from impulses.pu.heads import HeadSpec, train_heads
 
 MU_POS, MU_NEG = np.array([1.0, 0.5]), np.array([-0.5, 0.0])
 
@@ -144,3 +147,75 @@ def test_expected_calibration_error_by_hand() -> None:
         expected_calibration_error([1.5], [1])
     with pytest.raises(ValueError, match="bins"):
         expected_calibration_error([0.5], [1], bins=0)
+
+
+@pytest.mark.parametrize("loss", ["nnpu", "imbnnpu"])
+def test_logistic_surrogate_heads_shifted_probabilities_recover_the_posterior(loss: str) -> None:
+    """A logistic-surrogate PU head estimates the log-odds at its balance (π for nnPU, π′ for imbnnPU):
+    shifted to P, its probabilities are the true posterior of the two Gaussians at P."""
+    prior = 0.3
+    X, s, _, _ = gaussians(16_000, 4_000, prior, seed=5)
+    head = HeadSpec(loss, prior, surrogate="logistic", prior_prime=0.5)
+    result = train_heads(X.astype(np.float32), s, [head], epochs=40, batch_size=256, lr=1e-2)
+    X_test, _, y_test, llr_test = gaussians(20_000, 0, 0.4, seed=6)
+    # the true log-odds at balance w are (μ₊ − μ₋)·x − (|μ₊|² − |μ₋|²)/2 + logit w
+    balance = prior if loss == "nnpu" else 0.5
+    np.testing.assert_allclose(result.W[:, 0], MU_POS - MU_NEG, atol=0.15)
+    assert result.b[0] == pytest.approx(-(MU_POS @ MU_POS - MU_NEG @ MU_NEG) / 2 + logit(balance), abs=0.1)
+    probs = result.predict_proba(X_test, prevalence=0.4)[:, 0]
+    error = np.abs(probs - expit(llr_test + logit(0.4)))
+    assert error.mean() < 0.02 and error.max() < 0.1
+    assert expected_calibration_error(probs, y_test) < 0.02
+    # the default prevalence is the head's prior π
+    default = result.predict_proba(X_test)[:, 0]
+    assert np.abs(default - expit(llr_test + logit(prior))).mean() < 0.02
+
+
+def test_heads_result_calibrate_then_predict_proba_and_the_refusal_before() -> None:
+    prior = 0.3
+    X, s, _, _ = gaussians(8_000, 2_000, prior, seed=2)
+    heads = [HeadSpec("imbnnpu", prior, name="sigmoid"), HeadSpec("bce", name="bce")]
+    result = train_heads(X.astype(np.float32), s, heads, epochs=30, batch_size=256, lr=1e-2)
+    X_val, s_val, _, _ = gaussians(8_000, 2_000, prior, seed=3)
+    with pytest.raises(
+        ParameterError,
+        match=r"^heads include head sigmoid \(imbnnpu, sigmoid loss\), whose logits are scores",
+    ):
+        result.predict_proba(X_val, prevalence=0.4)
+    result.calibrate(X_val, s_val)  # bce has no prior: left uncalibrated
+    entry, bce_entry = result.meta["calibration"]
+    assert bce_entry is None and entry["prior"] == prior and entry["method"] == "pu-platt"
+    platt = PUPlatt(prior).fit(result.decision_function(X_val)[:, 0], s_val)
+    assert (entry["coef"], entry["intercept"]) == (platt.coef_, platt.intercept_)
+    with pytest.raises(ParameterError, match=r"include head bce \(bce\), whose logits are scores"):
+        result.predict_proba(X_val, prevalence=0.4)
+    result.calibrate(X_val, s_val, prior=prior)  # a prior for every head calibrates bce too
+    X_test, _, y_test, llr_test = gaussians(20_000, 0, 0.4, seed=4)
+    probs = result.predict_proba(X_test, prevalence=0.4)
+    for k in range(2):
+        assert np.abs(probs[:, k] - expit(llr_test + logit(0.4))).max() < 0.06
+        assert expected_calibration_error(probs[:, k], y_test) < 0.02
+    with pytest.raises(ParameterError, match="prior must be a float or one value per head"):
+        result.calibrate(X_val, s_val, prior=[0.3])
+
+
+def test_decision_rules_by_hand() -> None:
+    z = np.array([[2.0, -1.0], [-0.5, 3.0], [0.1, 0.0], [-3.0, 1.0]])
+    assert decide(z, "logit0").tolist() == [[True, False], [False, True], [True, False], [False, True]]
+    p = np.array([[0.7, 0.2], [0.5, 0.9], [0.49, 0.1], [0.1, 0.6]])
+    assert decide(z, "bayes", p).tolist() == [[True, False], [True, True], [False, False], [False, True]]
+    # top ⌈0.5·4⌉ = 2 rows per head; ⌈0.3·4⌉ = 2; ⌈0.25·4⌉ = 1
+    assert decide(z, "rate:0.5").tolist() == [[True, False], [False, True], [True, False], [False, True]]
+    assert decide(z, "rate:0.25")[:, 1].tolist() == [False, True, False, False]
+    assert decide(z[:, 0], "rate:0.3").tolist() == [True, False, True, False]
+    assert decide(z, "rate:1").all()
+    assert parse_threshold("RATE:0.1") == ("rate", 0.1)
+    for bad, message in (
+        ("rate:0", "share Q in \\(0, 1\\]"),
+        ("rate:x", "share Q"),
+        ("p50", "must be one of"),
+    ):
+        with pytest.raises(ParameterError, match=message):
+            decide(z, bad)
+    with pytest.raises(ParameterError, match=r"^prevalence is needed by the bayes threshold"):
+        decide(z, "bayes")

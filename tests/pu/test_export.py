@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ LABEL_SETS = ["tops", "shoes"]
 
 
 def specs_of(result) -> list[HeadSpec]:
-    return list(getattr(result, "specs", None) or result.heads)
+    return list(result.heads)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +288,28 @@ def test_pu_classifier_from_heads(tmp_path, data, result):
         assert np.array_equal(clf.predict(X), (clf.decision_function(X) > 0).astype(int))
         assert clf.n_skipped_batches_ == int(result.skipped_batches[1])
         assert clone(clf).get_params() == params  # an unfitted twin that retrains the same kind of head
+    heads_pt = save_heads(tmp_path / "heads.pt", result)
+    for source in (result, tmp_path, heads_pt):
+        clf = PUClassifier.from_heads(source, head=1)
+        np.testing.assert_allclose(clf.decision_function(X), logits[:, 1], rtol=1e-5, atol=1e-5)
+        assert clf.get_params()["loss"] == "nnpu"
+
+
+def test_calibration_and_store_encoder_survive_the_portable_round_trip(tmp_path, data, result):
+    X, s = data[0], data[1]
+    result = dataclasses.replace(result, meta={})  # the module's result stays uncalibrated
+    result.calibrate(X, s, prior=0.3)  # each head reads its training column of s
+    assert [entry["prior"] for entry in result.meta["calibration"]] == [0.3, 0.3, 0.3]
+    result.meta["store_encoder"] = {
+        "encoder": "smallcnn",
+        "encoder_sha256": "ab" * 32,
+        "transform": {"a": [1]},
+    }
+    save_portable(result, tmp_path)
+    loaded = load_portable(tmp_path)
+    assert loaded.meta["calibration"] == result.meta["calibration"]
+    assert loaded.meta["store_encoder"] == result.meta["store_encoder"]
+    np.testing.assert_allclose(loaded.predict_proba(X, 0.4), result.predict_proba(X, 0.4), rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 import impulses.pu.kernels as kernels_module
 import impulses.pu.trainer as trainer_module
 from impulses.errors import ImpulsesError, ParameterError
-from impulses.pu.heads import HeadSpec, load_heads, save_heads, train_heads
+from impulses.pu.heads import HeadSpec, load_heads, save_heads, store_encoder, train_heads
 from impulses.pu.losses import LOSSES
 from impulses.pu.sweep import head_grid
 from impulses.pu.trainer import epoch_order as _epoch_order
@@ -68,9 +68,10 @@ def reference_train(
             out = model(xb)[:, 0]
             if spec.kind == "pu":
                 loss = spec.fn(
-                    out, sb, head.prior, prior_prime=head.prior_prime, beta=head.beta, gamma=head.gamma
-                )
-                p = torch.sigmoid(out)
+                    out, sb, head.prior, prior_prime=head.prior_prime, beta=head.beta, gamma=head.gamma,
+                    surrogate=head.surrogate,
+                )  # fmt: skip
+                p = torch.nn.functional.softplus(out) if head.surrogate == "logistic" else torch.sigmoid(out)
                 r_n = p[sb == 0].mean() - head.prior * p[sb == 1].mean()
                 if stats is not None and head.loss == "nnpu" and r_n < -head.beta:
                     stats["corrected"] = stats.get("corrected", 0) + 1
@@ -100,8 +101,10 @@ def test_linear_init_is_torch_default_linear_init() -> None:
         HeadSpec("bce", seed=2),
         HeadSpec("wbce"),
         HeadSpec("pn", seed=4),  # given y in place of s: wBCE with |N|/|P| of the whole set
+        HeadSpec("imbnnpu", 0.15, seed=3, surrogate="logistic"),
+        HeadSpec("nnpu", 0.9, seed=1, surrogate="logistic"),  # both branches with the logistic loss
     ],
-    ids=lambda h: h.loss,
+    ids=lambda h: h.loss + ("-logistic" if h.surrogate == "logistic" else ""),
 )
 @pytest.mark.parametrize("fused_adam", [True, False], ids=["fused-adam", "masked-adam"])
 @CPU_KERNELS
@@ -339,7 +342,7 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("kernel", ["fused", "wide"])
 def test_heads_in_a_wide_group_are_within_1e6_of_each_head_trained_alone(kernel: str) -> None:
-    """Nine heads (two register tiles and one left over), both nnPU branches, a label set that leaves
+    """Eleven heads (two register tiles and three left over), both nnPU branches, both surrogates, a label set that leaves
     batches without a labeled positive, a batch size and feature count that are not multiples of 4."""
     X, s, y = pu_data(n=640, d=301)
     rng = np.random.default_rng(5)
@@ -355,6 +358,8 @@ def test_heads_in_a_wide_group_are_within_1e6_of_each_head_trained_alone(kernel:
         HeadSpec("wbce", seed=6, column=1),
         HeadSpec("pn", seed=7, column=2),
         HeadSpec("imbnnpu", 0.2, seed=8, column=1),
+        HeadSpec("nnpu", 0.9, seed=9, column=0, surrogate="logistic"),
+        HeadSpec("imbnnpu", 0.2, seed=10, column=1, surrogate="logistic"),
     ]
     kw = {"epochs": 4, "batch_size": 61, "lr": 1e-2, "shuffle_seed": 11}
     together = train_heads(X.astype(np.float16), labels, heads, kernel=kernel, **kw)
@@ -499,6 +504,52 @@ def test_score_store_gives_one_logit_column_per_head(tmp_path) -> None:
     with pytest.raises(ParameterError, match="has dim 5, but the heads were trained on dim 12") as info:
         result.score_store(EmbeddingStore.open(narrow.path))
     assert info.value.params == ("store",)
+
+
+class FakeStore:
+    """A store as check_store sees it: dim, meta (root attributes) and path."""
+
+    def __init__(self, dim: int, path: str, **meta: object) -> None:
+        self.dim, self.path, self.meta = dim, path, meta
+
+
+def test_check_store_refuses_another_encoder_or_transform_naming_both(tmp_path) -> None:
+    X, s, _ = pu_data(n=100)
+    result = train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1)
+    transform = {"image_size": 8, "mean": [0.5]}
+    train = FakeStore(12, "train.h5", encoder="smallcnn", encoder_sha256="a" * 64, transform=transform)
+    result.meta["store_encoder"] = store_encoder(train)
+    assert result.meta["store_encoder"] == {
+        "encoder": "smallcnn",
+        "encoder_sha256": "a" * 64,
+        "transform": transform,
+    }
+    result.check_store(
+        FakeStore(12, "same.h5", encoder="smallcnn", encoder_sha256="a" * 64, transform=dict(transform))
+    )
+    other = FakeStore(12, "other.h5", encoder="resnet18", encoder_sha256="b" * 64, transform=transform)
+    with pytest.raises(ParameterError, match=r"^allow_other_encoder is needed to score other.h5: it was embedded "
+                       r"by resnet18 \(weights sha256 bbbbbbbbbbbb\), but the heads were trained on a store "
+                       r"embedded by smallcnn \(weights sha256 aaaaaaaaaaaa\)") as info:  # fmt: skip
+        result.check_store(other)
+    assert info.value.params == ("allow_other_encoder",)
+    result.check_store(other, allow_other_encoder=True)
+    resized = FakeStore(
+        12, "big.h5", encoder="smallcnn", encoder_sha256="a" * 64, transform={"image_size": 32}
+    )
+    with pytest.raises(ParameterError, match=r'transform {"image_size": 32}.*transform {"image_size": 8'):
+        result.check_store(resized)
+    with pytest.raises(ParameterError, match="has dim 5, but the heads were trained on dim 12"):
+        result.check_store(FakeStore(5, "n.h5"), allow_other_encoder=True)
+    # the record and a calibration are saved with the heads
+    result.calibrate(X, s)
+    loaded = load_heads(save_heads(tmp_path / "heads.pt", result))
+    assert loaded.meta["store_encoder"] == result.meta["store_encoder"]
+    assert loaded.meta["calibration"] == result.meta["calibration"]
+    with pytest.raises(ParameterError, match="allow_other_encoder is needed"):
+        loaded.check_store(other)
+    del loaded.meta["store_encoder"]  # heads saved before the record: the dimension alone is checked
+    loaded.check_store(other)
 
 
 @pytest.mark.gpu

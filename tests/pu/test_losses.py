@@ -201,7 +201,8 @@ def _reference(heads: list[HeadLoss], z: torch.Tensor, s: torch.Tensor) -> torch
     for k, head in enumerate(heads):
         spec = LOSSES[head.loss]
         if spec.kind == "pu":
-            kw = {"beta": head.beta, "gamma": head.gamma, "prior_prime": head.prior_prime}
+            kw = {"beta": head.beta, "gamma": head.gamma, "prior_prime": head.prior_prime,
+                  "surrogate": head.surrogate}  # fmt: skip
             out.append(spec.fn(z[:, k], s[:, k], head.prior, **kw))
         elif head.loss in ("wbce", "pn"):
             out.append(spec.fn(z[:, k], s[:, k], pos_weight=head.pos_weight))
@@ -248,3 +249,71 @@ def test_fused_gradient_equals_autograd_for_every_loss_and_branch() -> None:
     assert ref[3].item() == pytest.approx(-2.0 * (mun - 0.97 * mpn))
     assert ref[1].item() == pytest.approx(-0.5 * (0.5 / 0.05) * (mun - 0.95 * mpn))
     assert ref[4].item() < 0
+
+
+def logistic_means(g_p: list[float], g_u: list[float]) -> tuple[float, float, float]:
+    """mean_P ℓ(g), mean_P ℓ(−g), mean_U ℓ(−g) with the logistic loss ℓ(z) = log(1 + e^(−z))."""
+    mpp = sum(softplus(-g) for g in g_p) / len(g_p)
+    mpn = sum(softplus(g) for g in g_p) / len(g_p)
+    mun = sum(softplus(g) for g in g_u) / len(g_u)
+    return mpp, mpn, mun
+
+
+@pytest.mark.parametrize(("pi", "pi_prime"), [(0.3, 0.5), (0.2, 0.3)])
+def test_logistic_surrogate_objectives_by_hand(pi: float, pi_prime: float) -> None:
+    mpp, mpn, mun = logistic_means(P_ROWS, U_ROWS)
+    g, s = t(G), t(S)
+    r_n = mun - pi * mpn
+    assert r_n > 0  # the normal branch
+    assert nnpu_loss(g, s, pi, surrogate="logistic").item() == pytest.approx(pi * mpp + r_n)
+    assert upu_loss(g, s, pi, surrogate="logistic").item() == pytest.approx(pi * mpp + r_n)
+    imb = pi_prime * mpp + (1 - pi_prime) / (1 - pi) * r_n
+    assert imbnnpu_loss(g, s, pi, prior_prime=pi_prime, surrogate="logistic").item() == pytest.approx(imb)
+    # a prior so large that R_n < 0: the corrected branch −γ·R_n
+    r_n_big = mun - 0.9 * mpn
+    assert r_n_big < 0
+    value = nnpu_loss(g, s, 0.9, gamma=2.0, surrogate="logistic").item()
+    assert value == pytest.approx(-2.0 * r_n_big)
+    with pytest.raises(ImpulsesError, match="surrogate must be one of sigmoid, logistic"):
+        nnpu_loss(g, s, 0.3, surrogate="hinge")
+
+
+def test_fused_logistic_surrogate_gradient_equals_autograd_in_both_branches() -> None:
+    heads = [
+        HeadLoss("imbnnpu", 0.3, surrogate="logistic"),
+        HeadLoss("imbnnpu", 0.95, gamma=0.5, surrogate="logistic"),  # corrected on this batch
+        HeadLoss("nnpu", 0.2, surrogate="logistic"),
+        HeadLoss("nnpu", 0.97, beta=0.01, gamma=2.0, surrogate="logistic"),  # corrected
+        HeadLoss("upu", 0.97, surrogate="logistic"),  # R_n < 0 but never corrected
+        HeadLoss("nnpu", 0.2),  # a sigmoid head beside them
+        HeadLoss("wbce", pos_weight=4.0),
+        HeadLoss("nnpu", 0.3, surrogate="logistic"),  # no labeled positive in its column
+    ]
+    k, b = len(heads), 30
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(b, k, generator=gen, dtype=torch.float64) * 2
+    z[:, [1, 3, 4]] = torch.where(torch.arange(b)[:, None] < 8, 4.0, -4.0).double()
+    s = (torch.arange(b)[:, None] < 8).double().expand(b, k).clone()
+    s[:, 7] = 0
+    zz = z.clone().requires_grad_()
+    ref = _reference(heads, zz, s)
+    ref.sum().backward()
+
+    fused = FusedObjective(heads, device=torch.device("cpu"), dtype=torch.float64)
+    n_p = s.sum(0, keepdim=True)
+    n_u = b - n_p
+    valid = (n_p > 0) & (n_u > 0)
+    inv_p = torch.where(valid, 1 / n_p.clamp(min=1), 0.0).expand(b, k)
+    inv_u = torch.where(valid, 1 / n_u.clamp(min=1), 0.0).expand(b, k)
+    coef = fused.plan(s, inv_p, inv_u, torch.full((b, 1), 1 / b, dtype=torch.float64), objective=True)
+    bufs = [torch.empty(b, k, dtype=torch.float64) for _ in range(2)]
+    grad = fused.grad(z, coef, p=bufs[0], out=bufs[1])
+    torch.testing.assert_close(grad, zz.grad, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(fused.objective(z, coef)[0], ref.detach(), rtol=1e-10, atol=1e-14)
+    # both branches really happen: heads 1 and 3 corrected (−γ·R_n > 0), head 4 (uPU) negative
+    _, mpn, mun = logistic_means([4.0] * 8, [-4.0] * (b - 8))
+    assert mun - 0.97 * mpn < 0
+    assert ref[3].item() == pytest.approx(-2.0 * (mun - 0.97 * mpn))
+    assert ref[4].item() < 0
+    assert ref[0].item() > 0 and ref[2].item() > 0
+    assert (zz.grad[:, 7] == 0).all()
