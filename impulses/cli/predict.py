@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from impulses.cli._options import JsonOption
+from impulses.cli._options import JsonOption, SkipNonfiniteOption
 from impulses.cli._output import print_json, say
 from impulses.cli._params import check_distinct, renamed_params
+from impulses.cli._stores import score_store
 from impulses.errors import ParameterError
 
 SCORE_SUFFIXES = (".parquet", ".csv")
@@ -21,6 +22,7 @@ def predict_command(
     out: Annotated[
         Path, typer.Option(help="Scores file (.parquet or .csv): id and one logit column per head.")
     ],
+    skip_nonfinite: SkipNonfiniteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score every sample of a store with trained heads: one logit column per head (positive = class 1).
@@ -32,7 +34,6 @@ def predict_command(
         impulses predict --heads runs/heads/heads.pt --store test.h5 --out scores.csv --json
     """
     from impulses.atomic import atomic_path
-    from impulses.embed.store import EmbeddingStore
     from impulses.pu.heads import load_heads
 
     if out.suffix.lower() not in SCORE_SUFFIXES:
@@ -40,7 +41,7 @@ def predict_command(
     check_distinct("out", out, heads=heads, store=store)
     with renamed_params(path="heads"):
         trained = load_heads(heads)
-    scores = trained.score_store(EmbeddingStore.open(store))
+    scores = score_store(trained, store, skip_nonfinite=skip_nonfinite)
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".csv":
             scores.write_csv(tmp)

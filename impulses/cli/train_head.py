@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from impulses.cli._options import DeviceOption, JsonOption, ProgressOption, QuietOption
+from impulses.cli._options import DeviceOption, JsonOption, ProgressOption, QuietOption, SkipNonfiniteOption
 from impulses.cli._output import LazyProgress, json_value, note, print_json, print_table, say, warn
-from impulses.cli._params import check_distinct, check_together, renamed_params
+from impulses.cli._params import check_distinct, check_together
+from impulses.cli._stores import read_test, read_training
 from impulses.errors import ParameterError
 
 
@@ -145,6 +146,7 @@ def train_head_command(
             "and a t-SNE of the test embeddings by class and by P/N."
         ),
     ] = None,
+    skip_nonfinite: SkipNonfiniteOption = False,
     progress: ProgressOption = True,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -163,8 +165,6 @@ def train_head_command(
 
         impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
     """
-    from impulses.embed.store import EmbeddingStore
-    from impulses.pu.labels import read_test_set, read_training_set
     from impulses.pu.losses import get_loss
     from impulses.pu.sweep import check_output_dir, run_sweep
 
@@ -177,12 +177,10 @@ def train_head_command(
     check_distinct("out", out, train=train, labels=labels, test=test, test_labels=test_labels)
     check_output_dir(out)
     needs_y = any(get_loss(name).labels == "y" for name in losses)
-    with renamed_params(store="train"):
-        training = read_training_set(EmbeddingStore.open(train), labels, label_set, require_y=needs_y)
+    training = read_training(train, labels, label_set, require_y=needs_y, skip_nonfinite=skip_nonfinite)
     test_set = None
     if test is not None:
-        with renamed_params(store="test", labels="test_labels"):
-            test_set = read_test_set(EmbeddingStore.open(test), test_labels)
+        test_set = read_test(test, test_labels, skip_nonfinite=skip_nonfinite)
     start = f"training on {len(training.X):,} x {training.X.shape[1]} features ({len(training.names)} label set(s))"
     with LazyProgress(
         "epochs", enabled=progress and not quiet, on_start=partial(note, start, quiet=quiet)
