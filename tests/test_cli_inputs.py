@@ -108,7 +108,20 @@ SPLIT = ["split", "--positive-classes", "0"]
 PREDICT = ["predict", "--heads", "{b}/heads/heads.pt"]
 EMBED = ["embed", "--encoder", "smallcnn", "--no-progress"]
 VIT = ["embed", "--data", "digits[0:4]", "--encoder", "vit_tiny_patch16_224", "--no-progress"]
-PRETRAIN = ["pretrain", "--data", "digits[0:32]", "--encoder", "smallcnn", "--epochs", "1", "--no-progress"]
+PRETRAIN = [
+    "pretrain",
+    "--data",
+    "digits[0:32]",
+    "--encoder",
+    "smallcnn",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--knn-holdout",
+    "0",
+    "--no-progress",
+]
 READ_ONLY = pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders")
 LEAVES_PARTIAL = pytest.mark.xfail(
     strict=True,
@@ -208,6 +221,19 @@ CASES = [
         ("ro",),
         marks=(READ_ONLY,),
     ),
+    # an output below a file: what a read-only folder is to root, which writes anywhere
+    Case(
+        "split-out-below-file", [*SPLIT, "--store", "{b}/digits.h5", "--out", "{b}/afile/l.csv"], ("afile",)
+    ),
+    Case("train-head-out-below-file", [*HEAD, "--out", "{b}/afile/run"], ("--out", "afile")),
+    Case(
+        "predict-out-below-file",
+        [*PREDICT, "--store", "{b}/digits.h5", "--out", "{b}/afile/s.csv"],
+        ("afile",),
+    ),
+    Case("pretrain-out-below-file", [*PRETRAIN, "--out", "{b}/afile/run"], ("afile",)),
+    Case("embed-out-below-file", [*EMBED, "--data", "digits[0:8]", "--out", "{b}/afile/x.h5"], ("afile",)),
+    Case("import-out-below-file", ["import", "{b}/features.npz", "--out", "{b}/afile/f.h5"], ("afile",)),
     # 4. two outputs in one file
     Case(
         "split-out-is-test-out",

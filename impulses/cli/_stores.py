@@ -23,7 +23,7 @@ import numpy as np
 
 from impulses.cli._output import warn
 from impulses.cli._params import renamed_params
-from impulses.errors import LabelSetError, StoreError
+from impulses.errors import LabelSetError, ParameterError, StoreError
 
 _SHOWN_IDS = 3
 
@@ -33,6 +33,22 @@ def open_store(path: str | os.PathLike[str]) -> Any:
     from impulses.embed.store import EmbeddingStore
 
     return EmbeddingStore.open(path, allow_nonfinite=True)
+
+
+def check_store_out(out: Path) -> None:
+    """``out`` (``--out``) can become a store file: not a folder, below a folder, not under a file.
+
+    Raises:
+        ParameterError: It names a folder, its folder would have to be created where a file is, or
+            that folder cannot be written.
+    """
+    if out.is_dir():
+        raise ParameterError("out", f"{out} is a folder; name the store file to write (e.g. {out}/store.h5)")
+    existing = next(p for p in out.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise ParameterError("out", f"{out} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError("out", f"{out} cannot be written: {existing} is not writable")
 
 
 def _finite(X: np.ndarray) -> np.ndarray:

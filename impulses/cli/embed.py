@@ -17,7 +17,7 @@ from impulses.cli._options import (
     QuietOption,
 )
 from impulses.cli._output import print_json, say
-from impulses.errors import ParameterError
+from impulses.cli._stores import check_store_out
 
 
 def embed_command(
@@ -88,8 +88,7 @@ def embed_command(
     """
     from impulses.embed.extract import embed_dataset
 
-    if out.is_dir():
-        raise ParameterError("out", f"{out} is a folder; name the store file to write (e.g. {out}/store.h5)")
+    check_store_out(out)
     result = embed_dataset(
         data, encoder, out, data_root=data_root, download=download, weights=weights, pretrained=pretrained,
         random_init=random_init, cifar_stem=cifar_stem, image_size=image_size, batch_size=batch_size,

@@ -9,6 +9,7 @@ import typer
 
 from impulses.cli._options import JsonOption
 from impulses.cli._output import print_json, say
+from impulses.cli._stores import check_store_out
 from impulses.errors import ParameterError
 
 
@@ -66,6 +67,7 @@ def import_command(
 
     if out.exists() and features.exists() and out.resolve() == features.resolve():
         raise ParameterError("out", f"names the FEATURES file ({features}): it would be overwritten")
+    check_store_out(out)
     names = [name.strip() for name in class_names.split(",")] if class_names else None
     store = import_features(
         features, out, id_column=id_column, target_column=target_column, embedding_column=embedding_column,
