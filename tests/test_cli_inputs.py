@@ -56,6 +56,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     unknown = pl.when(pl.int_range(pl.len()) < 5).then(pl.lit("nope") + pl.col("id")).otherwise(pl.col("id"))
     labels.with_columns(id=unknown).write_csv(root / "unknown.csv")  # 5 ids the store does not hold
 
+    nan_positives = pl.col("id").is_in(list(BAD_IDS)).cast(pl.Int8)  # labeled: only the rows nan.h5 spoils
+    labels.select("id").with_columns(s=nan_positives).write_csv(root / "nan-positives.csv")
     shutil.copy(store, root / "nan.h5")
     with h5py.File(root / "nan.h5", "r+") as f:
         f["embeddings"][5, 3] = np.nan
@@ -162,6 +164,25 @@ CASES = [
             "{w}/t.csv",
         ],
         ("nan.h5", repr(BAD_IDS[0])),
+    ),
+    Case(
+        "nan-skipped-no-positive-left",
+        [*PRIOR[:2], "{b}/nan.h5", "--labels", "{b}/nan-positives.csv", "--skip-nonfinite"],
+        ("nan-positives.csv", "no labeled positive left"),
+    ),
+    Case(
+        "nan-skipped-unknown-class",
+        [
+            "split",
+            "--store",
+            "{b}/nan.h5",
+            "--positive-classes",
+            "42",
+            "--out",
+            "{w}/l.csv",
+            "--skip-nonfinite",
+        ],
+        ("42",),
     ),
     Case("nan-info-check", ["info", "{b}/nan.h5", "--check"], ("nan.h5", repr(BAD_IDS[0]))),
     # 2. a label path is a path, never a glob pattern

@@ -61,26 +61,34 @@ def _ids_text(ids: np.ndarray) -> str:
     return shown + (f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else "")
 
 
-def check_rows(path: Path, ids: np.ndarray, finite: np.ndarray, *, skip: bool, what: str) -> None:
-    """Raise, or warn (``skip``), when some of the rows ``ids`` (``finite`` False) hold NaN/Inf.
+def check_rows(path: Path, ids: np.ndarray, finite: np.ndarray, *, skip: bool) -> str | None:
+    """Raise when some of the rows ``ids`` (``finite`` False) hold NaN/Inf, or with ``skip`` say so.
 
     Args:
         path: The store, named in the message.
         ids: The id of each row read.
         finite: One boolean per row, False where the embedding holds NaN or Inf.
-        skip: Warn that those rows are left out instead of raising.
-        what: What happens to them when skipped ("left out of training", ...).
+        skip: Leave those rows out instead of raising.
+
+    Returns:
+        None when every row is finite, else (``skip``) what to warn about once the rows are left out
+        (after every other check, so that a failing command prints its one error line alone).
 
     Raises:
         StoreError: Some rows are not finite and ``skip`` is false.
     """
     bad = np.flatnonzero(~finite)
     if not bad.size:
-        return
+        return None
     count = f"{bad.size} of {len(finite):,} rows hold NaN or Inf (first ids: {_ids_text(ids[bad])})"
     if not skip:
         raise StoreError(f"{path}: {count}; fix the store, or leave them out with --skip-nonfinite")
-    warn(f"warning: {path}: {count}; {what} (--skip-nonfinite)")
+    return f"{path}: {count}"
+
+
+def _warn_left_out(message: str | None, what: str) -> None:
+    if message is not None:
+        warn(f"warning: {message}; {what} (--skip-nonfinite)")
 
 
 @dataclass
@@ -121,10 +129,8 @@ def read_training(
     with renamed_params(store=param):
         training = read_training_set(open_store(path), labels, names, require_y=require_y)
     finite = _finite(training.X)
-    check_rows(
-        path, training.store.ids[training.rows], finite, skip=skip_nonfinite, what="left out of training"
-    )
-    if finite.all():
+    message = check_rows(path, training.store.ids[training.rows], finite, skip=skip_nonfinite)
+    if message is None:
         return training
     training = _Rows(finite).cut(training)
     if not len(training.X):
@@ -135,6 +141,7 @@ def read_training(
                 f"{labels}: label set {name!r} has no labeled positive left once the rows holding "
                 f"NaN or Inf in {path} are left out"
             )
+    _warn_left_out(message, "left out of training")
     return training
 
 
@@ -150,13 +157,12 @@ def read_test(path: Path, labels: Path, *, skip_nonfinite: bool) -> Any:
     with renamed_params(store="test", labels="test_labels"):
         test_set = read_test_set(store, labels)
     finite = _finite(test_set.X)
-    check_rows(
-        path, store.ids[test_set.rows], finite, skip=skip_nonfinite, what="left out of the test metrics"
-    )
-    if finite.all():
+    message = check_rows(path, store.ids[test_set.rows], finite, skip=skip_nonfinite)
+    if message is None:
         return test_set
     if not finite.any():
         raise StoreError(f"{path}: every row of {labels} holds NaN or Inf; nothing is left to test on")
+    _warn_left_out(message, "left out of the test metrics")
     return _Rows(finite).cut(test_set)
 
 
@@ -177,7 +183,7 @@ def score_store(heads: Any, path: Path, *, skip_nonfinite: bool) -> Any:
     if _finite(matrix).all():  # a NaN or Inf feature always makes its row's scores non-finite
         return scores
     finite = store.finite_rows()
-    check_rows(path, store.ids, finite, skip=skip_nonfinite, what="their scores are NaN")
+    _warn_left_out(check_rows(path, store.ids, finite, skip=skip_nonfinite), "their scores are NaN")
     nan = pl.lit(float("nan"), dtype=pl.Float32)
     bad = pl.lit(pl.Series(~finite))
     return scores.with_columns(
@@ -186,26 +192,28 @@ def score_store(heads: Any, path: Path, *, skip_nonfinite: bool) -> Any:
 
 
 @dataclass
-class _UsableTargets:
-    """A store as a PU split sees it: its ids and class names, and -1 (unknown) as the class of unusable rows."""
+class SplittableStore:
+    """A store as a PU split sees it: ids, class names, and -1 (unknown) as the class of unusable rows."""
 
     path: Path
     ids: np.ndarray
     targets: np.ndarray
     class_names: list[str] | None
+    left_out: str | None = None  # the warning about rows left out, shown once the split succeeded
+
+    def warn_left_out(self) -> None:
+        _warn_left_out(self.left_out, "the label set leaves them out")
 
 
-def splittable(path: Path, *, skip_nonfinite: bool) -> Any:
+def splittable(path: Path, *, skip_nonfinite: bool) -> SplittableStore:
     """The store ``path`` for ``split_store``: every row scanned; rows with NaN/Inf are an error or unlabeled.
 
     Returns:
-        The store, or (rows left out) a view whose targets are -1 for them, so the split neither
-        labels nor counts them.
+        The store's ids and classes, with class -1 for the rows left out (the split neither labels
+        nor counts them); call ``warn_left_out()`` once the split is written.
     """
-    store = open_store(path)
-    finite = store.finite_rows()
-    check_rows(path, store.ids, finite, skip=skip_nonfinite, what="the label set leaves them out")
-    if finite.all():
-        return store
-    targets = np.where(finite, store.targets, -1)
-    return _UsableTargets(store.path, store.ids, targets, store.class_names)
+    with open_store(path) as store:
+        finite = store.finite_rows()
+        message = check_rows(path, store.ids, finite, skip=skip_nonfinite)
+        targets = np.where(finite, store.targets, -1)
+        return SplittableStore(store.path, store.ids, targets, store.class_names, message)

@@ -77,16 +77,19 @@ def split_command(
     check_together(("test", test), ("test_out", test_out))
     check_distinct("out", out, store=store, test=test, test_out=test_out)
     check_distinct("test_out", test_out, store=store, test=test)
+    train_rows = splittable(store, skip_nonfinite=skip_nonfinite)
+    test_rows = None if test is None else splittable(test, skip_nonfinite=skip_nonfinite)
     with renamed_params(test_store="test"):
         result = split_store(
-            splittable(store, skip_nonfinite=skip_nonfinite), positive_classes=positive_classes,
-            preset=preset, n_positive=n_positive, label_frequency=label_frequency, seed=seed,
-            n_label_sets=n_label_sets,
-            test_store=None if test is None else splittable(test, skip_nonfinite=skip_nonfinite),
+            train_rows, positive_classes=positive_classes, preset=preset, n_positive=n_positive,
+            label_frequency=label_frequency, seed=seed, n_label_sets=n_label_sets, test_store=test_rows,
         )  # fmt: skip
     write_label_set(result.split.labels, out)
     if result.test_labels is not None and test_out is not None:
         write_label_set(result.test_labels, test_out)
+    for rows in (train_rows, test_rows):
+        if rows is not None:
+            rows.warn_left_out()
     summary = {"store": str(store), "out": str(out), **result.summary()}
     if test is not None:
         summary.update(test=str(test), test_out=str(test_out))
