@@ -91,19 +91,14 @@ def _warn_left_out(message: str | None, what: str) -> None:
         warn(f"warning: {message}; {what} (--skip-nonfinite)")
 
 
-@dataclass
-class _Rows:
-    """Rows ``keep`` of a training or test set (every array field with one entry per row is cut)."""
-
-    keep: np.ndarray
-
-    def cut(self, data: Any) -> Any:
-        fields = {
-            name: value[self.keep]
-            for name, value in vars(data).items()
-            if isinstance(value, np.ndarray) and value.shape[:1] == self.keep.shape
-        }
-        return replace(data, **fields)
+def _keep_rows(data: Any, keep: np.ndarray) -> Any:
+    """A training or test set with only the rows ``keep`` (every array field with one entry per row is cut)."""
+    fields = {
+        name: value[keep]
+        for name, value in vars(data).items()
+        if isinstance(value, np.ndarray) and value.shape[:1] == keep.shape
+    }
+    return replace(data, **fields)
 
 
 def read_training(
@@ -132,7 +127,7 @@ def read_training(
     message = check_rows(path, training.store.ids[training.rows], finite, skip=skip_nonfinite)
     if message is None:
         return training
-    training = _Rows(finite).cut(training)
+    training = _keep_rows(training, finite)
     if not len(training.X):
         raise StoreError(f"{path}: every row of {labels} holds NaN or Inf; nothing is left to train on")
     for j, name in enumerate(training.names):
@@ -163,7 +158,7 @@ def read_test(path: Path, labels: Path, *, skip_nonfinite: bool) -> Any:
     if not finite.any():
         raise StoreError(f"{path}: every row of {labels} holds NaN or Inf; nothing is left to test on")
     _warn_left_out(message, "left out of the test metrics")
-    return _Rows(finite).cut(test_set)
+    return _keep_rows(test_set, finite)
 
 
 def score_store(heads: Any, path: Path, *, skip_nonfinite: bool) -> Any:
