@@ -27,7 +27,8 @@ def one_error_line(result) -> str:
 
 def test_every_command_is_registered() -> None:
     assert COMMANDS == [
-        "info", "embed", "pretrain", "split", "estimate-prior", "train-head", "predict", "demo",
+        "info", "embed", "import", "pretrain", "split", "estimate-prior", "train-head", "predict", "encoders",
+        "demo",
     ]  # fmt: skip
 
 

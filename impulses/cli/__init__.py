@@ -17,7 +17,9 @@ import typer
 from impulses.cli._output import error
 from impulses.cli.demo import demo_command
 from impulses.cli.embed import embed_command
+from impulses.cli.encoders import encoders_command
 from impulses.cli.estimate_prior import estimate_prior_command
+from impulses.cli.import_features import import_command
 from impulses.cli.info import info_command
 from impulses.cli.predict import predict_command
 from impulses.cli.pretrain import pretrain_command
@@ -86,11 +88,13 @@ def _root(
 
 app.command("info")(info_command)
 app.command("embed")(embed_command)
+app.command("import")(import_command)
 app.command("pretrain")(pretrain_command)
 app.command("split")(split_command)
 app.command("estimate-prior")(estimate_prior_command)
 app.command("train-head")(train_head_command)
 app.command("predict")(predict_command)
+app.command("encoders")(encoders_command)
 app.command("demo")(demo_command)
 
 

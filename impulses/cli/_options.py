@@ -24,3 +24,11 @@ DownloadOption = Annotated[
 CifarStemOption = Annotated[
     bool, typer.Option("--cifar-stem", help="3x3 stride-1 first conv, no max-pool (8-32 px images).")
 ]
+SkipNonfiniteOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-nonfinite",
+        help="Rows whose embedding holds NaN or Inf: leave them out with a warning instead of stopping "
+        "(predict gives them NaN scores).",
+    ),
+]

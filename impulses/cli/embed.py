@@ -17,6 +17,7 @@ from impulses.cli._options import (
     QuietOption,
 )
 from impulses.cli._output import print_json, say
+from impulses.cli._stores import check_store_out
 
 
 def embed_command(
@@ -87,6 +88,7 @@ def embed_command(
     """
     from impulses.embed.extract import embed_dataset
 
+    check_store_out(out)
     result = embed_dataset(
         data, encoder, out, data_root=data_root, download=download, weights=weights, pretrained=pretrained,
         random_init=random_init, cifar_stem=cifar_stem, image_size=image_size, batch_size=batch_size,

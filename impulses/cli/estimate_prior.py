@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from impulses.cli._options import JsonOption, QuietOption
+from impulses.cli._options import JsonOption, QuietOption, SkipNonfiniteOption
 from impulses.cli._output import note, print_json, print_table
-from impulses.cli._params import renamed_params
+from impulses.cli._stores import read_training
 from impulses.errors import LabelSetError
 
 METHOD_NAMES = {"bbe": "BBE", "elkan-noto": "Elkan–Noto"}
@@ -27,6 +27,7 @@ def estimate_prior_command(
     folds: Annotated[
         int, typer.Option(min=2, help="Cross-fitting folds of the P-vs-U classifier (at least 2).")
     ] = 2,
+    skip_nonfinite: SkipNonfiniteOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -40,14 +41,10 @@ def estimate_prior_command(
 
         impulses estimate-prior --train train.h5 --labels labels.csv --label-set 2 --json
     """
-    from impulses.embed.store import EmbeddingStore
-    from impulses.pu.labels import read_training_set
     from impulses.pu.prior import prior_report
 
-    with renamed_params(store="train"):
-        training = read_training_set(
-            EmbeddingStore.open(train), labels, [label_set] if label_set is not None else None
-        )
+    names = [label_set] if label_set is not None else None
+    training = read_training(train, labels, names, skip_nonfinite=skip_nonfinite)
     if len(training.names) > 1:
         raise LabelSetError(
             f"{labels} holds label sets {', '.join(training.names)}: choose one with --label-set"

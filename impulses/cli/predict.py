@@ -14,9 +14,11 @@ from impulses.cli._options import (
     JsonOption,
     ProgressOption,
     QuietOption,
+    SkipNonfiniteOption,
 )
 from impulses.cli._output import note, print_json, say
 from impulses.cli._params import check_distinct, renamed_params
+from impulses.cli._stores import open_store, score_store
 from impulses.errors import ImpulsesError, ParameterError
 
 SCORE_SUFFIXES = (".parquet", ".csv")
@@ -76,6 +78,7 @@ def predict_command(
     ] = False,
     progress: ProgressOption = True,
     quiet: QuietOption = False,
+    skip_nonfinite: SkipNonfiniteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score every sample of a store, or new images, with trained heads: one logit column per head (positive = class 1).
@@ -95,7 +98,6 @@ def predict_command(
     from scipy.special import expit
 
     from impulses.atomic import atomic_path
-    from impulses.embed.store import EmbeddingStore
     from impulses.pu.calibration import decide, parse_threshold
     from impulses.pu.heads import load_heads
 
@@ -125,9 +127,8 @@ def predict_command(
         note(f"{cache}: {embedded['status']} {embedded['rows']} rows", quiet=quiet or as_json)
         store = cache
     assert store is not None
-    opened = EmbeddingStore.open(store)
-    trained.check_store(opened, allow_other_encoder=allow_other_encoder)
-    scores = trained.score_store(opened)
+    trained.check_store(open_store(store), allow_other_encoder=allow_other_encoder)
+    scores = score_store(trained, store, skip_nonfinite=skip_nonfinite)
     logits = scores.select(names).to_numpy()
     extra: dict[str, Any] = {}
     probabilities = None

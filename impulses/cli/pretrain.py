@@ -94,7 +94,9 @@ def pretrain_command(
         impulses pretrain --out runs/c10 --resume --epochs 500
     """
     from impulses.encoders.pretrain import run_pretraining
+    from impulses.pu.sweep import check_output_dir  # the run folder must be creatable before any work
 
+    check_output_dir(out)
     result = run_pretraining(
         out, data=data, data_root=data_root, download=download, resume=resume,
         progress=progress and not quiet, log=partial(note, quiet=quiet),

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from impulses.cli._options import JsonOption
+from impulses.cli._options import JsonOption, SkipNonfiniteOption
 from impulses.cli._output import print_json, print_table
 from impulses.cli._params import check_distinct, check_together, renamed_params
+from impulses.cli._stores import splittable
 from impulses.errors import ImpulsesError
 
 
@@ -52,9 +53,13 @@ def split_command(
     test_out: Annotated[
         Path | None, typer.Option(help="Where to write the test label set (with --test).")
     ] = None,
+    skip_nonfinite: SkipNonfiniteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Make a PU label set from a store's classes and print π = p(y=1|s=0), P:N and L:U.
+
+    Every embedding is checked first: rows holding NaN or Inf stop the split, or with --skip-nonfinite
+    stay out of the label set (as samples of unknown class).
 
     Examples:
 
@@ -64,7 +69,6 @@ def split_command(
 
         impulses split --store digits.h5 --positive-classes 0,1,2 --label-frequency 0.3 --n-label-sets 3 --out l.csv
     """
-    from impulses.embed.store import EmbeddingStore
     from impulses.pu.labels import write_label_set
     from impulses.pu.splits import split_store
 
@@ -73,15 +77,19 @@ def split_command(
     check_together(("test", test), ("test_out", test_out))
     check_distinct("out", out, store=store, test=test, test_out=test_out)
     check_distinct("test_out", test_out, store=store, test=test)
+    train_rows = splittable(store, skip_nonfinite=skip_nonfinite)
+    test_rows = None if test is None else splittable(test, skip_nonfinite=skip_nonfinite)
     with renamed_params(test_store="test"):
         result = split_store(
-            EmbeddingStore.open(store), positive_classes=positive_classes, preset=preset, n_positive=n_positive,
-            label_frequency=label_frequency, seed=seed, n_label_sets=n_label_sets,
-            test_store=None if test is None else EmbeddingStore.open(test),
+            train_rows, positive_classes=positive_classes, preset=preset, n_positive=n_positive,
+            label_frequency=label_frequency, seed=seed, n_label_sets=n_label_sets, test_store=test_rows,
         )  # fmt: skip
     write_label_set(result.split.labels, out)
     if result.test_labels is not None and test_out is not None:
         write_label_set(result.test_labels, test_out)
+    for rows in (train_rows, test_rows):
+        if rows is not None:
+            rows.warn_left_out()
     summary = {"store": str(store), "out": str(out), **result.summary()}
     if test is not None:
         summary.update(test=str(test), test_out=str(test_out))

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from impulses.cli._options import DeviceOption, JsonOption, ProgressOption, QuietOption
+from impulses.cli._options import DeviceOption, JsonOption, ProgressOption, QuietOption, SkipNonfiniteOption
 from impulses.cli._output import LazyProgress, json_value, note, print_json, print_table, say, warn
 from impulses.cli._params import check_distinct, check_together, renamed_params
+from impulses.cli._stores import read_test, read_training
 from impulses.errors import ParameterError
 
 
@@ -171,6 +172,7 @@ def train_head_command(
             help="Evaluate on a --test store embedded by another encoder or transform than --train.",
         ),
     ] = False,
+    skip_nonfinite: SkipNonfiniteOption = False,
     progress: ProgressOption = True,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -189,10 +191,9 @@ def train_head_command(
 
         impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
     """
-    from impulses.embed.store import EmbeddingStore
+    from impulses.cli._stores import open_store
     from impulses.pu.calibration import held_out_rows
     from impulses.pu.heads import check_same_encoder, store_encoder
-    from impulses.pu.labels import read_test_set, read_training_set
     from impulses.pu.losses import check_surrogate, get_loss
     from impulses.pu.sweep import check_output_dir, run_sweep
 
@@ -208,14 +209,12 @@ def train_head_command(
     if calibrate and not 0 < calibrate_fraction < 1:
         raise ParameterError("calibrate_fraction", f"must be in (0, 1), got {calibrate_fraction:g}")
     needs_y = any(get_loss(name).labels == "y" for name in losses)
-    with renamed_params(store="train"):
-        training = read_training_set(EmbeddingStore.open(train), labels, label_set, require_y=needs_y)
+    training = read_training(train, labels, label_set, require_y=needs_y, skip_nonfinite=skip_nonfinite)
     test_set = None
     if test is not None:
-        with renamed_params(store="test", labels="test_labels"):
-            test_store = EmbeddingStore.open(test)
-            check_same_encoder(store_encoder(training.store), test_store, allow_other_encoder)
-            test_set = read_test_set(test_store, test_labels)
+        with renamed_params(store="test"):
+            check_same_encoder(store_encoder(training.store), open_store(test), allow_other_encoder)
+        test_set = read_test(test, test_labels, skip_nonfinite=skip_nonfinite)
     X, S, y = training.X, training.S, training.y
     held = None
     if calibrate:
