@@ -130,6 +130,13 @@ def train_head_command(
             "for few heads), torch (gather + MKL, fastest for many) or auto (fused up to 12 heads)."
         ),
     ] = "auto",
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the training features may take, e.g. 2G: larger stores are read in windows of a "
+            "quarter of it, with block-shuffled epochs (chunk order shuffled, rows shuffled within a window)."
+        ),
+    ] = None,
     test: Annotated[Path | None, typer.Option(help="Test embedding store (with --test-labels).")] = None,
     test_labels: Annotated[Path | None, typer.Option(help="Test label set (.parquet/.csv): id, y.")] = None,
     eval_every: Annotated[
@@ -167,6 +174,7 @@ def train_head_command(
     from impulses.pu.labels import read_test_set, read_training_set
     from impulses.pu.losses import get_loss
     from impulses.pu.sweep import check_output_dir, run_sweep
+    from impulses.pu.trainer import FeatureSource, parse_bytes
 
     priors = parse_priors(prior, prior_range)
     distortions = parse_distortions(distortion)
@@ -177,23 +185,27 @@ def train_head_command(
     check_distinct("out", out, train=train, labels=labels, test=test, test_labels=test_labels)
     check_output_dir(out)
     needs_y = any(get_loss(name).labels == "y" for name in losses)
+    budget = parse_bytes(max_memory)
     with renamed_params(store="train"):
-        training = read_training_set(EmbeddingStore.open(train), labels, label_set, require_y=needs_y)
+        training = read_training_set(
+            EmbeddingStore.open(train), labels, label_set, require_y=needs_y, features=budget is None
+        )
     test_set = None
     if test is not None:
         with renamed_params(store="test", labels="test_labels"):
             test_set = read_test_set(EmbeddingStore.open(test), test_labels)
-    start = f"training on {len(training.X):,} x {training.X.shape[1]} features ({len(training.names)} label set(s))"
+    X = training.X if budget is None else FeatureSource(training.store, training.rows)
+    start = f"training on {X.shape[0]:,} x {X.shape[1]} features ({len(training.names)} label set(s))"
     with LazyProgress(
         "epochs", enabled=progress and not quiet, on_start=partial(note, start, quiet=quiet)
     ) as bar:
         result = run_sweep(
-            training.X, training.S, training.names, losses=losses, priors=priors, distortions=distortions,
+            X, training.S, training.names, losses=losses, priors=priors, distortions=distortions,
             seeds=seeds, y=training.y, X_test=getattr(test_set, "X", None), y_test=getattr(test_set, "y", None),
             prior_prime=prior_prime, beta=beta, gamma=gamma, epochs=epochs, batch_size=batch_size, lr=lr,
             stratified=stratified, shuffle_seed=shuffle_seed, device=device, threads=threads, kernel=kernel,
             eval_every=1 if plot is not None and eval_every == 0 else eval_every,  # the AUC figure needs every epoch
-            on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet),
+            on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet), max_memory=budget,
         )  # fmt: skip
     result.save(
         out, train_store=str(train), labels=str(labels), store_fingerprint=training.store.fingerprint,

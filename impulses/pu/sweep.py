@@ -270,6 +270,7 @@ def run_sweep(
     distorted_losses: Sequence[str] | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     on_prior_estimate: Callable[[str, PriorEstimate], None] | None = None,
+    max_memory: int | str | None = None,
 ) -> SweepResult:
     """Train and evaluate the heads losses × priors × distortions × seeds × label sets in one pass per epoch.
 
@@ -300,6 +301,9 @@ def run_sweep(
         distorted_losses: PU losses the distortions apply to (default all).
         on_epoch: Called with (epochs done, epochs) after each epoch.
         on_prior_estimate: Called with (label set, estimate) for each ``"auto"`` prior.
+        max_memory: Bytes (or "2G") the training features may take; more is read from ``X`` (a
+            store or :class:`~impulses.pu.trainer.FeatureSource`) in windows, block-shuffled (see
+            :func:`impulses.pu.heads.train_heads`).
 
     Returns:
         A :class:`SweepResult`; metrics (decision at logit 0) are on the test set when given, else
@@ -404,7 +408,7 @@ def run_sweep(
         X, label_matrix, specs, epochs=epochs, batch_size=batch_size, lr=lr, stratified=stratified,
         shuffle_seed=shuffle_seed, device=torch_device, threads=threads, kernel=kernel,
         X_test=X_test if eval_every > 0 else None, y_test=y_test if eval_every > 0 else None,
-        eval_every=eval_every, track_loss=eval_every > 0, on_epoch=on_epoch,
+        eval_every=eval_every, track_loss=eval_every > 0, on_epoch=on_epoch, max_memory=max_memory,
     )  # fmt: skip
     if eval_X is not None:
         metrics = evaluate_heads(result.decision_function(eval_X), eval_y)
