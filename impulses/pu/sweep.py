@@ -389,6 +389,11 @@ def run_sweep(
             # every grid error but the estimate's own range, before the estimate (a tiny stand-in
             # prior passes any sane distortion; the estimate's products are checked below)
             grid_for({name: [*concrete, 1e-12] for name in label_sets})
+            if not hasattr(X, "__array__") and not hasattr(X, "numpy"):  # a store read in windows
+                raise ParameterError(
+                    ("priors", "max_memory"),
+                    "do not go together: 'auto' estimates the prior from features in memory; give a number",
+                )
             for j, name in enumerate(label_sets):
                 estimates[name] = auto_prior(X, S[:, j], label_set=name)
                 if on_prior_estimate is not None:
