@@ -95,10 +95,18 @@ def child(args: argparse.Namespace) -> None:
         X = np.empty((n, ds.shape[1]), dtype=np.float16)
         ds.read_direct(X)
         t_read = time.perf_counter() - t0
-        result = train_heads(X, s[:n], head, epochs=args.epochs)
+        result = train_heads(X, s[:n], head, epochs=args.epochs, threads=args.threads)
     else:
         t_read = 0.0
-        result = train_heads(ds, s[:n], head, epochs=args.epochs, max_memory=args.budget, rows=np.arange(n))
+        result = train_heads(
+            ds,
+            s[:n],
+            head,
+            epochs=args.epochs,
+            max_memory=args.budget,
+            rows=np.arange(n),
+            threads=args.threads,
+        )
     seconds = time.perf_counter() - t0
     peak = rss_kib("VmHWM")
     Xt = np.load(root / "test_x.npy")
@@ -119,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=float, default=3.0, help="store size / budget")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="train_heads threads (default its own; 1 on a loaded machine)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each mode; medians")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "outofcore.json")
     parser.add_argument("--child", choices=("memory", "windowed", "windowed_third"), help=argparse.SUPPRESS)
@@ -144,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         for rep in range(args.repeats):
             for mode in runs:
                 command = [sys.executable, __file__, "--child", mode, "--root", str(root), "--prior",
-                           str(data["prior"]), "--budget", str(args.budget), "--epochs", str(args.epochs)]  # fmt: skip
+                           str(data["prior"]), "--budget", str(args.budget), "--epochs", str(args.epochs),
+                           *(["--threads", str(args.threads)] if args.threads else [])]  # fmt: skip
                 out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = runs[mode][-1]
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                     "loadavg_end": os.getloadavg()},
         "data": {"synthetic": True, "rows": n, "dim": args.dim, "dtype": "float16", "chunk_rows": 256,
                  "store_bytes": n * args.dim * 2, "build_seconds": t_build, **data},
-        "budget_bytes": args.budget, "epochs": args.epochs, "runs": runs, "medians": med, "ratios": ratios,
+        "budget_bytes": args.budget, "epochs": args.epochs, "threads": args.threads, "runs": runs, "medians": med, "ratios": ratios,
         "targets_met": targets,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
