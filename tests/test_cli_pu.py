@@ -340,3 +340,17 @@ def test_read_only_out_folder_is_refused_before_training(cli, task: DigitsTask, 
     finally:
         locked.chmod(0o700)
     assert result.code == 2 and "is not writable" in result.stderr and "--out" in result.stderr
+
+
+def test_max_memory_reads_the_label_sets_rows_from_the_store(cli, task: DigitsTask, tmp_path: Path) -> None:
+    """``--max-memory`` trains from the store; a budget that holds the rows gives the in-memory heads."""
+    payloads = {}
+    for name, extra in (("memory", []), ("store", ["--max-memory", "1G"])):
+        out = tmp_path / name
+        result = cli(*common(task, out), "--prior", task.prior, "--epochs", "5", *extra)
+        assert result.code == 0, result.stderr
+        payloads[name] = torch.load(out / "heads.pt", weights_only=True)
+    assert payloads["store"]["training"]["max_memory"] == 1 << 30
+    np.testing.assert_array_equal(payloads["store"]["W"].numpy(), payloads["memory"]["W"].numpy())
+    result = cli(*common(task, tmp_path / "tiny"), "--prior", task.prior, "--max-memory", "1K")
+    assert result.code == 2 and "--max-memory is 1,024 bytes, too small" in result.stderr

@@ -109,11 +109,13 @@ def read_training(
     skip_nonfinite: bool,
     require_y: bool = False,
     param: str = "train",
+    features: bool = True,
 ) -> Any:
     """``read_training_set`` of the store ``path`` (given as ``--param``), with the non-finite rule.
 
     Returns:
-        The :class:`~impulses.pu.labels.TrainingSet`, without the non-finite rows when skipped.
+        The :class:`~impulses.pu.labels.TrainingSet`, without the non-finite rows when skipped; with
+        ``features`` false its ``X`` is not read (nor checked).
 
     Raises:
         StoreError: Rows hold NaN/Inf and ``skip_nonfinite`` is false.
@@ -122,7 +124,9 @@ def read_training(
     from impulses.pu.labels import read_training_set
 
     with renamed_params(store=param):
-        training = read_training_set(open_store(path), labels, names, require_y=require_y)
+        training = read_training_set(open_store(path), labels, names, require_y=require_y, features=features)
+    if not features:  # read in windows while training (max_memory): those rows are not checked here
+        return training
     finite = _finite(training.X)
     message = check_rows(path, training.store.ids[training.rows], finite, skip=skip_nonfinite)
     if message is None:

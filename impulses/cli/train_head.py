@@ -131,6 +131,13 @@ def train_head_command(
             "for few heads), torch (gather + MKL, fastest for many) or auto (fused up to 12 heads)."
         ),
     ] = "auto",
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the training features may take, e.g. 2G: larger stores are read in windows of a "
+            "quarter of it, with block-shuffled epochs (chunk order shuffled, rows shuffled within a window)."
+        ),
+    ] = None,
     test: Annotated[Path | None, typer.Option(help="Test embedding store (with --test-labels).")] = None,
     test_labels: Annotated[Path | None, typer.Option(help="Test label set (.parquet/.csv): id, y.")] = None,
     eval_every: Annotated[
@@ -196,6 +203,7 @@ def train_head_command(
     from impulses.pu.heads import check_same_encoder, store_encoder
     from impulses.pu.losses import check_surrogate, get_loss
     from impulses.pu.sweep import check_output_dir, run_sweep
+    from impulses.pu.trainer import FeatureSource, parse_bytes
 
     priors = parse_priors(prior, prior_range)
     distortions = parse_distortions(distortion)
@@ -209,19 +217,28 @@ def train_head_command(
     if calibrate and not 0 < calibrate_fraction < 1:
         raise ParameterError("calibrate_fraction", f"must be in (0, 1), got {calibrate_fraction:g}")
     needs_y = any(get_loss(name).labels == "y" for name in losses)
-    training = read_training(train, labels, label_set, require_y=needs_y, skip_nonfinite=skip_nonfinite)
+    budget = parse_bytes(max_memory)
+    if budget is not None and calibrate:
+        raise ParameterError(
+            ("max_memory", "calibrate"), "do not go together: calibration holds rows out in memory"
+        )
+    training = read_training(
+        train, labels, label_set, require_y=needs_y, skip_nonfinite=skip_nonfinite, features=budget is None
+    )
     test_set = None
     if test is not None:
         with renamed_params(store="test"):
             check_same_encoder(store_encoder(training.store), open_store(test), allow_other_encoder)
         test_set = read_test(test, test_labels, skip_nonfinite=skip_nonfinite)
     X, S, y = training.X, training.S, training.y
+    if budget is not None:  # read from the store in windows while training (block-shuffled epochs)
+        X = FeatureSource(training.store, training.rows)
     held = None
     if calibrate:
         with renamed_params(fraction="calibrate_fraction"):
             held = held_out_rows(S, calibrate_fraction, shuffle_seed)
         X, S, y = X[~held], S[~held], None if y is None else y[~held]
-    start = f"training on {len(X):,} x {X.shape[1]} features ({len(training.names)} label set(s))"
+    start = f"training on {X.shape[0]:,} x {X.shape[1]} features ({len(training.names)} label set(s))"
     with LazyProgress(
         "epochs", enabled=progress and not quiet, on_start=partial(note, start, quiet=quiet)
     ) as bar:
@@ -232,6 +249,7 @@ def train_head_command(
             stratified=stratified, shuffle_seed=shuffle_seed, device=device, threads=threads, kernel=kernel,
             eval_every=1 if plot is not None and eval_every == 0 else eval_every,  # the AUC figure needs every epoch
             on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet), surrogate=surrogate,
+            max_memory=budget,
         )  # fmt: skip
     provenance: dict[str, Any] = {}
     if held is not None:

@@ -48,7 +48,7 @@ import torch
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.losses import SURROGATES, HeadLoss, check_prior, get_loss
-from impulses.pu.trainer import fit, resolve_feature_dtype
+from impulses.pu.trainer import FeatureSource, fit, parse_bytes, resolve_feature_dtype, window_plan
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -364,7 +364,7 @@ def _check_heads(heads: Sequence[HeadSpec], lab: np.ndarray, columns: list[int])
 
 
 def train_heads(
-    X: ArrayLike,
+    X: ArrayLike | Any,
     s: ArrayLike,
     heads: Sequence[HeadSpec],
     *,
@@ -386,6 +386,8 @@ def train_heads(
     prefetch: bool | None = None,
     kernel: str = "auto",
     on_epoch: Callable[[int, int], None] | None = None,
+    max_memory: int | str | None = None,
+    rows: np.ndarray | None = None,
 ) -> HeadsResult:
     """Train K linear heads on features ``X`` (N, D) and labels ``s`` (N,) or (N, C) in one pass per epoch.
 
@@ -420,6 +422,17 @@ def train_heads(
     ``prefetch`` (torch kernel) gathers batch j+1 on a second thread while batch j is computed (same
     rows, same order, same weights). By default it is on for single-threaded CPU runs on a machine
     with at least two cores, where the gather (memory latency) and the matmuls overlap.
+
+    **Stores larger than memory.** ``X`` may also be an embedding store (anything with an
+    ``embeddings`` HDF5 dataset), an ``h5py.Dataset`` or a :class:`~impulses.pu.trainer.FeatureSource`,
+    with ``rows`` its training rows (default all; ``s`` has one label row per training row).
+    ``max_memory`` (bytes, or a size such as ``"2G"``) bounds the features' memory: when they take
+    more than a quarter of it, they are read from the store in windows of a quarter of it each, two
+    at a time (one read on a thread while the other trains), with **block-shuffled epochs**: the
+    order of the store's chunks is shuffled, and the rows within each window of chunks (see
+    :mod:`impulses.pu.trainer`). Peak memory is then flat in N; the result differs from a full
+    shuffle's by the shuffle alone (measured: ``benchmarks/bench_heads.py --suite outofcore``). When
+    everything fits in one window, the run is exactly the in-memory run.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
@@ -430,6 +443,12 @@ def train_heads(
         raise ParameterError("lr", f"must be > 0, got {lr}")
     if eval_every < 0:
         raise ParameterError("eval_every", f"must be 0 or more, got {eval_every}")
+    max_memory = parse_bytes(max_memory)
+    if rows is not None or max_memory is not None or not isinstance(X, np.ndarray | torch.Tensor):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        X = X if isinstance(X, FeatureSource) and rows is None else FeatureSource(X, rows)
+        window_plan(X, max_memory, batch_size)  # max_memory's errors before any work
     if X.ndim != 2:
         raise ParameterError("X", f"must be 2-D (N, D), got shape {tuple(X.shape)}")
     if X.shape[0] == 0:
@@ -456,7 +475,7 @@ def train_heads(
         X, lab[:, columns], losses, [h.seed for h in heads], epochs=epochs, batch_size=batch_size, lr=lr,
         betas=betas, eps=eps, shuffle=shuffle, shuffle_seed=shuffle_seed, stratified=stratified,
         device=device, feature_dtype=feature_dtype, kernel=kernel, test=test, eval_every=eval_every,
-        track_loss=track_loss, threads=threads, prefetch=prefetch, on_epoch=on_epoch,
+        track_loss=track_loss, threads=threads, prefetch=prefetch, on_epoch=on_epoch, max_memory=max_memory,
     )  # fmt: skip
     return HeadsResult(
         W=run.W,
@@ -483,6 +502,8 @@ def train_heads(
             "kernel": kernel,
             "columns": columns,
             "threads": run.threads,
+            "max_memory": max_memory,
+            "window_rows": run.window_rows,
         },
     )
 

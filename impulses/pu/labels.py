@@ -308,7 +308,7 @@ def describe_label_set(path: str | os.PathLike[str]) -> dict[str, Any]:
 class TrainingSet:
     """The training rows of a label set: features, one label column per label set, the true labels."""
 
-    X: np.ndarray  # (N, D) in the store's dtype
+    X: np.ndarray | None  # (N, D) in the store's dtype; None when not read (features=False)
     S: np.ndarray  # (N, L) int8, column j = label set names[j]
     y: np.ndarray | None  # (N,) int8
     names: list[str]
@@ -331,7 +331,12 @@ class TestSet:
 
 
 def read_training_set(
-    store: Any, labels: str | os.PathLike[str], names: Sequence[str] | None = None, *, require_y: bool = False
+    store: Any,
+    labels: str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    *,
+    require_y: bool = False,
+    features: bool = True,
 ) -> TrainingSet:
     """Features and labels of a label set's rows in an embedding store.
 
@@ -341,6 +346,8 @@ def read_training_set(
         labels: The label file (.parquet/.csv); a path, never a glob pattern.
         names: Only these label sets (column or short names); default all.
         require_y: The caller needs the true labels (the pn loss): a file without ``y`` is an error.
+        features: Read the features; False leaves ``X`` None (a caller that reads ``rows`` from the
+            store itself, in windows).
 
     Returns:
         A :class:`TrainingSet`; float16 features stay float16.
@@ -352,7 +359,7 @@ def read_training_set(
     if require_y and label_file.y is None:
         raise LabelSetError(f"{label_file.path}: no 'y' column, which training on the true labels (pn) needs")
     rows = label_file.rows_in(store)
-    X = store.read(rows, dtype=store.dtype)
+    X = store.read(rows, dtype=store.dtype) if features else None
     return TrainingSet(X, label_file.s, label_file.y, list(label_file.names), rows, store, label_file.path)
 
 

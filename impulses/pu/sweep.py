@@ -283,6 +283,7 @@ def run_sweep(
     surrogate: str = "sigmoid",
     on_epoch: Callable[[int, int], None] | None = None,
     on_prior_estimate: Callable[[str, PriorEstimate], None] | None = None,
+    max_memory: int | str | None = None,
 ) -> SweepResult:
     """Train and evaluate the heads losses × priors × distortions × seeds × label sets in one pass per epoch.
 
@@ -314,6 +315,9 @@ def run_sweep(
         surrogate: The PU losses' loss ℓ: ``sigmoid`` (the paper's) or ``logistic`` (log-odds logits).
         on_epoch: Called with (epochs done, epochs) after each epoch.
         on_prior_estimate: Called with (label set, estimate) for each ``"auto"`` prior.
+        max_memory: Bytes (or "2G") the training features may take; more is read from ``X`` (a
+            store or :class:`~impulses.pu.trainer.FeatureSource`) in windows, block-shuffled (see
+            :func:`impulses.pu.heads.train_heads`).
 
     Returns:
         A :class:`SweepResult`; metrics (decision at logit 0) are on the test set when given, else
@@ -400,6 +404,11 @@ def run_sweep(
             # every grid error but the estimate's own range, before the estimate (a tiny stand-in
             # prior passes any sane distortion; the estimate's products are checked below)
             grid_for({name: [*concrete, 1e-12] for name in label_sets})
+            if not hasattr(X, "__array__") and not hasattr(X, "numpy"):  # a store read in windows
+                raise ParameterError(
+                    ("priors", "max_memory"),
+                    "do not go together: 'auto' estimates the prior from features in memory; give a number",
+                )
             for j, name in enumerate(label_sets):
                 estimates[name] = auto_prior(X, S[:, j], label_set=name)
                 if on_prior_estimate is not None:
@@ -419,7 +428,7 @@ def run_sweep(
         X, label_matrix, specs, epochs=epochs, batch_size=batch_size, lr=lr, stratified=stratified,
         shuffle_seed=shuffle_seed, device=torch_device, threads=threads, kernel=kernel,
         X_test=X_test if eval_every > 0 else None, y_test=y_test if eval_every > 0 else None,
-        eval_every=eval_every, track_loss=eval_every > 0, on_epoch=on_epoch,
+        eval_every=eval_every, track_loss=eval_every > 0, on_epoch=on_epoch, max_memory=max_memory,
     )  # fmt: skip
     if eval_X is not None:
         metrics = evaluate_heads(result.decision_function(eval_X), eval_y)

@@ -4,13 +4,25 @@
 epochs. Parameters of all heads live in one K×(D+1) matrix; each epoch's batch order is shared by
 all heads (drawn from ``shuffle_seed``); a step is either the fused numba kernel
 (:mod:`impulses.pu.kernels`) or PyTorch ops on a gathered batch (see :class:`Trainer`).
+
+**Features larger than memory** (:class:`FeatureSource`, ``max_memory``) are trained from the
+store in windows with **block-shuffled epochs** (:func:`block_windows`): the rows are cut into
+blocks of ``block_rows`` consecutive rows (the store's HDF5 chunk, 1 MiB); each epoch shuffles the
+order of the blocks, takes them ``window_blocks`` at a time (a window: as many rows as fit in a
+quarter of ``max_memory``), reads a window's blocks in file order as contiguous runs, and shuffles
+the rows within the window (stratified: deals the window's positives over its batches). Each
+window is cut into batches on its own (only its last batch may be smaller), so a batch never
+waits for another window. While the kernel trains on one window, the next is read on a second
+thread into the other of two buffers (the kernels release the GIL), so memory is two windows
+whatever N is, and half of ``max_memory`` is left for the process itself. A window that covers
+the whole store is read once and is exactly the in-memory run (same order, same weights).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +123,155 @@ def epoch_order(
     return order, sizes
 
 
+def block_windows(
+    n: int,
+    batch_size: int,
+    gen: torch.Generator | None,
+    strata: np.ndarray | None,
+    *,
+    block_rows: int,
+    window_blocks: int,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, list[int]]]:
+    """The windows of one block-shuffled epoch: ``(rows, order, sizes)`` each, drawn lazily from ``gen``.
+
+    ``rows`` are the window's row positions (increasing: its blocks in file order), ``order`` a
+    permutation of ``range(len(rows))`` cut into batches of ``sizes`` (:func:`epoch_order` on the
+    window, with the window's ``strata``). Without shuffling (``gen`` None) blocks and rows keep
+    their order. When the blocks fit in one window, this is ``epoch_order(n, ...)`` itself: the
+    same rows in the same order as an in-memory epoch.
+    """
+    n_blocks = -(-n // block_rows)
+    if n_blocks <= window_blocks:
+        order, sizes = epoch_order(n, batch_size, gen, strata)
+        yield np.arange(n), order, sizes
+        return
+    blocks = (torch.randperm(n_blocks, generator=gen) if gen is not None else torch.arange(n_blocks)).numpy()
+    for first in range(0, n_blocks, window_blocks):
+        chosen = np.sort(blocks[first : first + window_blocks])
+        starts = chosen * block_rows
+        counts = np.minimum(starts + block_rows, n) - starts
+        rows = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        order, sizes = epoch_order(len(rows), batch_size, gen, None if strata is None else strata[rows])
+        yield rows, order, sizes
+
+
+class FeatureSource:
+    """Features read on demand, a window of rows at a time: a store too large to hold in memory.
+
+    ``data`` is an :class:`~impulses.embed.store.EmbeddingStore` (its HDF5 dataset is read), an
+    ``h5py.Dataset``, or any 2-D array-like that slices (a NumPy array or memmap). ``rows`` picks the
+    training rows among its rows (a label set's rows in the store; default all); reads are fastest
+    when they increase (contiguous runs are one ``read_direct`` each). Rows are not checked for
+    NaN/Inf here: open the store with its finiteness check (``check_finite``) when in doubt.
+    """
+
+    def __init__(self, data: Any, rows: np.ndarray | None = None) -> None:
+        self.data = getattr(data, "embeddings", data)
+        if len(self.data.shape) != 2:
+            raise ParameterError("X", f"must be 2-D (N, D), got shape {tuple(self.data.shape)}")
+        total = int(self.data.shape[0])
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.rows is not None and self.rows.size and (self.rows.min() < 0 or self.rows.max() >= total):
+            raise ParameterError("rows", f"must index the {total} rows of the features")
+        self.shape = (total if self.rows is None else len(self.rows), int(self.data.shape[1]))
+        self.ndim = 2
+        self.dtype = np.dtype(str(self.data.dtype))
+        self.block_rows = _chunk_rows(self.data)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Rows ``key`` (a slice of training positions) in memory, as scoring reads them block by block."""
+        if not isinstance(key, slice):
+            raise TypeError("a FeatureSource is read by slices of rows")
+        positions = np.arange(*key.indices(self.shape[0]))
+        return self.read(positions, np.empty((len(positions), self.shape[1]), dtype=self.dtype))
+
+    @property
+    def row_bytes(self) -> int:
+        return self.shape[1] * self.dtype.itemsize
+
+    def read(self, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Rows at ``positions`` (training positions, increasing) into ``out[:len(positions)]``; that view."""
+        src = positions if self.rows is None else self.rows[positions]
+        view = out[: len(src)]
+        if len(src) == 0:
+            return view
+        direct = hasattr(self.data, "read_direct") and self.dtype == out.dtype
+        if not np.all(src[1:] > src[:-1]):  # rows not in store order: read sorted, then place
+            by_row = np.argsort(src, kind="stable")
+            for lo_i, hi_i, lo, hi in _runs(src[by_row]):
+                view[by_row[lo_i:hi_i]] = self.data[lo:hi]
+            return view
+        for lo_i, hi_i, lo, hi in _runs(src):
+            if direct:
+                self.data.read_direct(out, np.s_[lo:hi], np.s_[lo_i:hi_i])
+            else:
+                view[lo_i:hi_i] = self.data[lo:hi]
+        return view
+
+
+def _chunk_rows(data: Any) -> int:
+    """Rows of one HDF5 chunk of ``data``, else 1 MiB of rows."""
+    chunks = getattr(data, "chunks", None)
+    if chunks:
+        return max(1, int(chunks[0]))
+    return max(1, (1 << 20) // (int(data.shape[1]) * np.dtype(str(data.dtype)).itemsize))
+
+
+def _runs(src: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    """Runs of consecutive values of increasing ``src``: (first index, end index, first value, end value)."""
+    breaks = np.flatnonzero(np.diff(src) != 1) + 1
+    bounds = np.concatenate([[0], breaks, [len(src)]])
+    for lo_i, hi_i in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        yield lo_i, hi_i, int(src[lo_i]), int(src[hi_i - 1]) + 1
+
+
+def window_plan(source: FeatureSource, max_memory: int | None, batch_size: int) -> tuple[int, int]:
+    """``(block_rows, window_blocks)`` of a run from ``source`` within ``max_memory`` bytes.
+
+    A window takes at most a quarter of ``max_memory`` (two windows, one read while the other trains,
+    and half left for the process); without a budget, one window holds every row.
+
+    Raises:
+        ParameterError: ``max_memory`` is not a positive number of bytes, or too small for a block.
+    """
+    block_rows = max(source.block_rows, 1)
+    n_blocks = -(-source.shape[0] // block_rows)
+    if max_memory is None:
+        return block_rows, max(n_blocks, 1)
+    if isinstance(max_memory, bool) or not isinstance(max_memory, int | np.integer) or max_memory <= 0:
+        raise ParameterError("max_memory", f"must be a positive number of bytes, got {max_memory!r}")
+    # per row: its features, plus the labels and coefficients the window's epoch computes (~12 float32 per head)
+    window_blocks = int(max_memory) // 4 // (block_rows * source.row_bytes)
+    if window_blocks < 1:
+        need = 4 * block_rows * source.row_bytes
+        raise ParameterError(
+            "max_memory", f"is {int(max_memory):,} bytes, too small: a window of one block needs {need:,}"
+        )
+    return block_rows, window_blocks
+
+
+def parse_bytes(value: str | int | None) -> int | None:
+    """``"2G"``, ``"512M"``, ``"1.5GB"``, ``"100000"`` → bytes (binary units: 1K = 1024); None stays None.
+
+    Raises:
+        ParameterError: not a size.
+    """
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+    try:
+        number = float(text[:-1] if scale > 1 else text)
+    except ValueError:
+        raise ParameterError("max_memory", f"{value!r} is not a size such as 2G, 512M or 1000000") from None
+    if not number > 0 or not math.isfinite(number):
+        raise ParameterError("max_memory", f"must be positive, got {value!r}")
+    return int(number * scale)
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` leaves: weights (D, K), biases (K,), per-head step/skip counts, the history."""
@@ -123,10 +284,11 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     prefetch: bool = False
     threads: int = 1
+    window_rows: int | None = None  # rows per window when read from a store in windows
 
 
 def fit(
-    X: ArrayLike,
+    X: ArrayLike | FeatureSource,
     S: np.ndarray,
     losses: list[HeadLoss],
     seeds: list[int],
@@ -148,13 +310,17 @@ def fit(
     threads: int | None,
     prefetch: bool | None,
     on_epoch: Callable[[int, int], None] | None,
+    max_memory: int | None = None,
 ) -> FitResult:
     """Train the heads (one column of ``S`` and one loss each) for ``epochs``; inputs are validated.
 
     ``kernel`` is "fused", "wide" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
     :func:`impulses.pu.heads.train_heads`. The process's torch thread count and denormal flushing
-    are restored afterwards.
+    are restored afterwards. ``X`` as a :class:`FeatureSource` is read in windows within
+    ``max_memory`` bytes (block-shuffled epochs, see the module's docstring); as an array it is
+    trained in memory.
     """
+    source = X if isinstance(X, FeatureSource) else None
     trainer = Trainer(
         X,
         S,
@@ -197,16 +363,52 @@ def fit(
         prefetch = device.type == "cpu" and torch.get_num_threads() == 1 and available_cpus() >= 2
     if prefetch:
         trainer._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="impulses-prefetch")
+    if source is not None:
+        block_rows, window_blocks = window_plan(source, max_memory, batch_size)
+    else:
+        block_rows, window_blocks = max(trainer.n, 1), 1  # one window: the whole matrix, in memory
+    windowed = window_blocks < -(-trainer.n // block_rows)
+    buffers: list[np.ndarray] = []
+    reader = ThreadPoolExecutor(1, thread_name_prefix="impulses-read") if windowed else None
     try:
+        if source is not None:
+            rows_per_window = min(trainer.n, block_rows * window_blocks)
+            buffers = [
+                np.empty((rows_per_window, trainer.d), dtype=source.dtype) for _ in range(1 + windowed)
+            ]
+            if not windowed:  # every row fits: read once, train as in memory
+                trainer.set_features(source.read(np.arange(trainer.n), buffers[0]))
         test_x = features(test[0], device, trainer.x_dtype) if test is not None else None
-        for epoch in range(epochs):
-            order, sizes = epoch_order(trainer.n, batch_size, gen, strata)
-            train_loss = trainer.epoch(
-                order, sizes, track_loss=track_loss, in_order=gen is None and strata is None
+        windows = (
+            (epoch, window)
+            for epoch in range(epochs)
+            for window in block_windows(
+                trainer.n, batch_size, gen, strata, block_rows=block_rows, window_blocks=window_blocks
             )
+        )
+        upcoming = next(windows, None)
+        pending = reader.submit(source.read, upcoming[1][0], buffers[0]) if reader is not None else None
+        slot, loss_sum, loss_count = 0, 0.0, 0.0
+        while upcoming is not None:
+            epoch, (rows, order, sizes) = upcoming
+            if pending is not None:  # this window was read on the reader thread; start on the next one
+                trainer.set_features(pending.result())
+            upcoming = next(windows, None)
+            if reader is not None and upcoming is not None:
+                slot = 1 - slot
+                pending = reader.submit(source.read, upcoming[1][0], buffers[slot])
+            part = trainer.epoch(
+                order, sizes, rows=rows if windowed else None, track_loss=track_loss,
+                in_order=gen is None and strata is None,
+            )  # fmt: skip
+            if part is not None:
+                loss_sum, loss_count = loss_sum + part[0], loss_count + part[1]
+            if upcoming is not None and upcoming[0] == epoch:
+                continue
             record: dict[str, Any] = {}
-            if train_loss is not None:
-                record["train_loss"] = train_loss
+            if track_loss:
+                record["train_loss"] = loss_sum / np.maximum(loss_count, 1)
+                loss_sum, loss_count = 0.0, 0.0
             last = epoch + 1 == epochs
             if test_x is not None and eval_every > 0 and ((epoch + 1) % eval_every == 0 or last):
                 record.update(trainer.evaluate(test_x, test[1]))
@@ -215,6 +417,8 @@ def fit(
             if on_epoch is not None:
                 on_epoch(epoch + 1, epochs)
     finally:
+        if reader is not None:
+            reader.shutdown(wait=True, cancel_futures=True)
         if trainer._prefetch_pool is not None:
             trainer._prefetch_pool.shutdown(wait=True, cancel_futures=True)
         if flush:
@@ -231,6 +435,7 @@ def fit(
         history=history,
         prefetch=bool(prefetch),
         threads=kernel_threads or (torch.get_num_threads() if threads is None else threads),
+        window_rows=min(trainer.n, block_rows * window_blocks) if windowed else None,
     )
 
 
@@ -259,7 +464,7 @@ class Trainer:
 
     def __init__(
         self,
-        X: ArrayLike,
+        X: ArrayLike | FeatureSource,
         S: np.ndarray,
         losses: list[HeadLoss],
         *,
@@ -274,8 +479,12 @@ class Trainer:
     ) -> None:
         dt = torch.float32
         self.device, self.x_dtype, self.dt = device, x_dtype, dt
-        self.X = features(X, device, x_dtype)
-        self.n, self.d = self.X.shape
+        self.n, self.d = (int(v) for v in X.shape)
+        self.use_kernel = fused
+        self.X: torch.Tensor | None = None
+        self.X_kernel = None  # the fused kernels read X in place (float16 as its bits)
+        if not isinstance(X, FeatureSource):
+            self.set_features(X)
         self.k = len(losses)
         self.S_np = np.ascontiguousarray(S, dtype=np.float32)
         self.S = torch.from_numpy(self.S_np).to(device)
@@ -300,12 +509,6 @@ class Trainer:
         self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.batches_per_epoch = 0
         self.b_max = batch_size + 1
-        # the fused kernels read X in place (float16 as its bits); the torch kernel gathers into slots
-        self.X_kernel = None
-        if fused:
-            from impulses.pu.kernels import kernel_view  # imports numba: only when it is used
-
-            self.X_kernel = kernel_view(self.X.numpy())
         # two batch slots: with prefetching, a second thread fills one while the other is computed on
         slots = 0 if fused else 2
         self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(slots)]
@@ -318,6 +521,14 @@ class Trainer:
         self._views: dict[int, tuple] = {}
         self.use_fused_adam = USE_FUSED_ADAM and hasattr(torch, "_fused_adam_")
         self._prefetch_pool: ThreadPoolExecutor | None = None  # set by fit when prefetching
+
+    def set_features(self, X: ArrayLike) -> None:
+        """The rows the next epochs (or windows) read: X on the device, and its kernel view."""
+        self.X = features(X, self.device, self.x_dtype)
+        if self.use_kernel:
+            from impulses.pu.kernels import kernel_view  # imports numba: only when it is used
+
+            self.X_kernel = kernel_view(self.X.numpy())
 
     def strata(self) -> np.ndarray:
         """Rows labeled positive for any PU head (for any head when there is no PU head)."""
@@ -361,16 +572,28 @@ class Trainer:
         return load
 
     def epoch(
-        self, order: torch.Tensor, sizes: list[int], *, track_loss: bool = False, in_order: bool = False
-    ) -> np.ndarray | None:
-        """One pass over the rows in ``order``, cut into batches of ``sizes``; the mean objectives if tracked.
+        self,
+        order: torch.Tensor,
+        sizes: list[int],
+        *,
+        rows: np.ndarray | None = None,
+        track_loss: bool = False,
+        in_order: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """One pass over the rows of X in ``order``, cut into batches of ``sizes``.
 
+        ``rows`` (a window of a larger store) maps X's rows to the label rows (default: the same).
         ``in_order`` says that ``order`` is 0..N-1 (no shuffling): the torch kernel then uses float32
         batches as slices of X in place (or widens them) instead of gathering them.
+
+        Returns:
+            With ``track_loss``, per head the sum of its batch objectives over the batches where it
+            stepped, and the number of those batches; else None.
         """
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
-        S_ord = self.S.index_select(0, order)
+        label_rows = order if rows is None else torch.from_numpy(rows).to(dev).index_select(0, order)
+        S_ord = self.S.index_select(0, label_rows)
         # label statistics of every batch, once per epoch: counts, validity, Adam step counts
         sizes_t = torch.tensor(sizes, device=dev)
         at_ends = torch.cumsum(S_ord, 0, dtype=torch.float64).index_select(0, sizes_t.cumsum(0) - 1)
@@ -402,7 +625,7 @@ class Trainer:
             coefs = batch_coefficients(plan, sizes)
             objectives = [self.fused.objective(zs[j], coefs[j]) for j in range(nb)]
             loss_sum = torch.cat(objectives).double().mul(vf).sum(0)
-            return (loss_sum / vf.sum(0).clamp(min=1)).cpu().numpy()
+            return loss_sum.cpu().numpy(), vf.sum(0).cpu().numpy()
         return self._epoch_torch(order, sizes, plan, valid, vf, t, track_loss=track_loss, in_order=in_order)
 
     def _epoch_fused(
@@ -499,7 +722,7 @@ class Trainer:
                 self._adam_masked(adam_rows, j)
         if loss_sum is None:
             return None
-        return (loss_sum[0] / vf.sum(0).clamp(min=1)).cpu().numpy()
+        return loss_sum[0].cpu().numpy(), vf.sum(0).cpu().numpy()
 
     def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
         """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias

@@ -42,3 +42,30 @@ def test_fast_auc_equals_sklearn_with_ties() -> None:
     scores = np.round(rng.normal(size=(500, 5)) + y[:, None] * np.arange(5), 1)  # rounding makes ties
     expected = [roc_auc_score(y, scores[:, k]) for k in range(5)]
     np.testing.assert_allclose(fast_auc(scores, y), expected, rtol=1e-12)
+
+
+def test_evaluate_heads_equals_sklearn_with_ties() -> None:
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(400) < 0.25).astype(int)
+    scores = np.round(rng.normal(size=(400, 4)) + y[:, None] * np.arange(4), 1)  # ties, and zeros
+    rows = evaluate_heads(scores, y)
+    for k, row in enumerate(rows):
+        pred = (scores[:, k] > 0).astype(int)
+        assert row["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+        assert row["f1"] == pytest.approx(f1_score(y, pred, zero_division=0), abs=1e-12)
+        assert row["auc"] == pytest.approx(roc_auc_score(y, scores[:, k]), abs=1e-12)
+        assert row["ap"] == pytest.approx(average_precision_score(y, scores[:, k]), abs=1e-12)
+
+
+def test_evaluate_heads_does_not_import_sklearn() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from impulses.pu.metrics import evaluate_heads; "
+        "evaluate_heads(np.array([[1.0], [-1.0]]), np.array([1, 0])); print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,115 @@
+"""Training from a store in windows (block-shuffled epochs) against in-memory training."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from impulses.errors import ParameterError
+from impulses.pu.heads import HeadSpec, train_heads
+from impulses.pu.trainer import FeatureSource, block_windows, epoch_order, parse_bytes, window_plan
+
+
+def pu_store(tmp_path, n: int = 1200, d: int = 32, chunk: int = 50, seed: int = 0) -> tuple:
+    """An HDF5 dataset of float16 features (chunks of ``chunk`` rows), PU labels and the array itself."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    X = (rng.normal(size=(n, d)) + y[:, None] * 0.8).astype(np.float16)
+    s = np.where((y == 1) & (rng.random(n) < 0.4), 1, 0)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("embeddings", data=X, chunks=(chunk, d))
+    return h5py.File(tmp_path / "x.h5", "r")["embeddings"], X, s
+
+
+HEADS = [HeadSpec("imbnnpu", 0.2, seed=0), HeadSpec("nnpu", 0.3, seed=1), HeadSpec("bce", seed=2)]
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+@pytest.mark.parametrize("stratified", [False, True])
+def test_one_window_covering_the_store_equals_in_memory_training(
+    tmp_path, kernel: str, stratified: bool
+) -> None:
+    ds, X, s = pu_store(tmp_path)
+    kw = dict(epochs=3, batch_size=64, kernel=kernel, stratified=stratified, track_loss=True)
+    memory = train_heads(X, s, HEADS, **kw)
+    stored = train_heads(ds, s, HEADS, max_memory=1 << 30, **kw)
+    assert stored.config["window_rows"] is None  # one window: read once
+    np.testing.assert_array_equal(stored.W, memory.W)
+    np.testing.assert_array_equal(stored.b, memory.b)
+    np.testing.assert_array_equal(stored.history[-1]["train_loss"], memory.history[-1]["train_loss"])
+
+
+def test_rows_pick_the_training_rows_of_a_store(tmp_path) -> None:
+    ds, X, s = pu_store(tmp_path)
+    rows = np.r_[100:700, 900:1150]
+    memory = train_heads(X[rows], s[rows], HEADS[:1], epochs=2, batch_size=64)
+    stored = train_heads(ds, s[rows], HEADS[:1], epochs=2, batch_size=64, rows=rows)
+    np.testing.assert_array_equal(stored.W, memory.W)
+    shuffled = np.random.default_rng(1).permutation(rows)  # rows out of store order read the same
+    np.testing.assert_array_equal(
+        train_heads(ds, s[shuffled], HEADS[:1], epochs=2, batch_size=64, rows=shuffled).W,
+        train_heads(X[shuffled], s[shuffled], HEADS[:1], epochs=2, batch_size=64).W,
+    )
+
+
+def test_block_shuffled_epochs_are_permutations_deterministic_per_seed() -> None:
+    def epochs(seed: int) -> list[np.ndarray]:
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in range(3):
+            parts = []
+            for rows, order, sizes in block_windows(1030, 64, gen, None, block_rows=50, window_blocks=4):
+                assert np.all(np.diff(rows) > 0) and sum(sizes) == len(rows) == len(order)
+                assert sorted(order.tolist()) == list(range(len(rows)))
+                assert len(rows) <= 200 and max(sizes) <= 64
+                parts.append(rows[order.numpy()])
+            out.append(np.concatenate(parts))
+        return out
+
+    first, again, other = epochs(0), epochs(0), epochs(1)
+    for order in first:
+        assert sorted(order.tolist()) == list(range(1030))  # every row once per epoch
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], first[1])  # a fresh order each epoch
+    assert not np.array_equal(first[0], other[0])
+    # each window's rows are whole blocks of consecutive rows
+    gen = torch.Generator().manual_seed(0)
+    for rows, _, _ in block_windows(1030, 64, gen, None, block_rows=50, window_blocks=4):
+        blocks = np.unique(rows // 50)
+        whole = np.concatenate([np.arange(b * 50, min(1030, b * 50 + 50)) for b in blocks])
+        assert np.array_equal(rows, whole) and len(blocks) <= 4
+
+
+def test_block_windows_covering_everything_are_the_in_memory_epoch() -> None:
+    strata = np.arange(500) % 7 == 0
+    ((rows, order, sizes),) = block_windows(
+        500, 64, torch.Generator().manual_seed(3), strata, block_rows=50, window_blocks=10
+    )
+    expected, expected_sizes = epoch_order(500, 64, torch.Generator().manual_seed(3), strata)
+    assert np.array_equal(rows, np.arange(500)) and torch.equal(order, expected) and sizes == expected_sizes
+
+
+def test_windows_train_deterministically_and_as_well_as_a_full_shuffle(tmp_path) -> None:
+    ds, X, s = pu_store(tmp_path, n=3000, d=32, chunk=50)
+    budget = 4 * 50 * 32 * 2 * 6  # windows of 6 chunks (300 rows): 10 windows
+    kw = dict(epochs=4, batch_size=64)
+    a = train_heads(ds, s, HEADS[:1], max_memory=budget, **kw)
+    b = train_heads(ds, s, HEADS[:1], max_memory=budget, **kw)
+    assert a.config["window_rows"] == 300
+    np.testing.assert_array_equal(a.W, b.W)
+    full = train_heads(X, s, HEADS[:1], **kw)
+    za, zf = a.decision_function(X)[:, 0], full.decision_function(X)[:, 0]
+    assert np.corrcoef(za, zf)[0, 1] > 0.98
+
+
+def test_max_memory_is_validated(tmp_path) -> None:
+    ds, _, s = pu_store(tmp_path, n=200)
+    for bad in (0, -5, "lots", "0G", 1.5):
+        with pytest.raises(ParameterError, match="max_memory"):
+            train_heads(ds, s, HEADS[:1], epochs=1, max_memory=bad)
+    with pytest.raises(ParameterError, match="too small"):
+        train_heads(ds, s, HEADS[:1], epochs=1, max_memory=1000)
+    assert parse_bytes("2G") == 2 << 30 and parse_bytes("512MiB") == 512 << 20 and parse_bytes("100") == 100
+    assert window_plan(FeatureSource(ds), 4 * 50 * 32 * 2 * 3, 64) == (50, 3)
