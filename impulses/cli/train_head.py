@@ -177,6 +177,8 @@ def train_head_command(
         impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.1,0.5,1,2,5,10 --seeds 3 --test test.h5 --test-labels t.parquet --eval-every 1 --out runs/distortion
 
         impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
+
+        impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.5,1,2 --loss imbnnpu --loss nnpu --seeds 3 --val-fraction 0.2 --select pu-auc --out runs/select
     """
     from impulses.embed.store import EmbeddingStore
     from impulses.pu.labels import read_test_set, read_training_set
