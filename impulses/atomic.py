@@ -59,13 +59,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as err:
         raise ImpulsesError(f"{path}: cannot write there ({_reason(err)})") from None
     tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    finally:
-        os.close(fd)
+    os.close(fd)
     try:
         yield tmp
         try:
+            # the mode is set after writing: some writers (safetensors) replace the file they are given
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except OSError as err:
             raise ImpulsesError(f"{path}: cannot write there ({_reason(err)})") from None

@@ -354,3 +354,44 @@ def test_max_memory_reads_the_label_sets_rows_from_the_store(cli, task: DigitsTa
     np.testing.assert_array_equal(payloads["store"]["W"].numpy(), payloads["memory"]["W"].numpy())
     result = cli(*common(task, tmp_path / "tiny"), "--prior", task.prior, "--max-memory", "1K")
     assert result.code == 2 and "--max-memory is 1,024 bytes, too small" in result.stderr
+
+
+def test_val_fraction_and_select_mark_and_save_the_chosen_heads(
+    cli, task: DigitsTask, tmp_path: Path
+) -> None:
+    from impulses.pu.export import load_portable
+    from impulses.pu.heads import load_heads
+
+    out = tmp_path / "run"
+    result = cli(
+        *common(task, out), "--prior", task.prior, "--distortion", "0.5,1,2", "--loss", "imbnnpu",
+        "--loss", "nnpu", "--epochs", "20", "--val-fraction", "0.3", "--val-seed", "1", "--select", "pu-auc",
+        "--test", task.test, "--test-labels", task.test_labels,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "selected by pu-auc" in result.stdout and " *" in result.stdout
+    table = pl.read_csv(out / "results.csv")
+    assert set(table["val_fraction"]) == {0.3} and set(table["val_seed"]) == {1}
+    assert table["selected"].sum() == 1  # one label set: one head
+    best = table.sort("pu_auc", descending=True, maintain_order=True)["head"][0]
+    assert table.filter(pl.col("selected"))["head"].to_list() == [best]
+    heads = load_heads(out / "selected" / "heads.pt")
+    assert heads.names == [best] and heads.meta["selection"]["criterion"] == "pu-auc"
+    assert load_portable(out / "selected").names == [best]
+    assert load_portable(out).names == table["head"].to_list()  # heads.safetensors beside heads.pt
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--select", "pu-auc"], "error: --select and --val-fraction go together"),
+        (["--val-fraction", "1"], "error: --val-fraction must be in [0, 1)"),
+        (["--val-fraction", "0.2", "--select", "auc"], "error: --select must be one of pu-auc, lee-liu"),
+    ],
+)
+def test_validation_flags_are_checked_before_reading(cli, task, tmp_path, args, message) -> None:
+    out = tmp_path / "run"
+    result = cli("train-head", "--train", tmp_path / "missing.h5", "--labels", task.labels, "--out", out,
+                 "--prior", task.prior, *args)  # fmt: skip
+    assert result.code == 2 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

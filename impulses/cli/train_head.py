@@ -180,6 +180,21 @@ def train_head_command(
         ),
     ] = False,
     skip_nonfinite: SkipNonfiniteOption = False,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Hold out this share of each label set's labeled positives and unlabeled rows, train on "
+            "the rest, and report PU criteria per head on the held-out rows (pu_auc, lee_liu, ...)."
+        ),
+    ] = 0.0,
+    val_seed: Annotated[int, typer.Option(help="Seed of the --val-fraction split.")] = 0,
+    select: Annotated[
+        str | None,
+        typer.Option(
+            help="With --val-fraction: mark the best head per label set by pu-auc, lee-liu, pu-accuracy or "
+            "pu-balanced-accuracy (results.csv: selected) and save it alone under DIR/selected/."
+        ),
+    ] = None,
     progress: ProgressOption = True,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -197,14 +212,17 @@ def train_head_command(
         impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.1,0.5,1,2,5,10 --seeds 3 --test test.h5 --test-labels t.parquet --eval-every 1 --out runs/distortion
 
         impulses train-head --train train.h5 --labels l.parquet --prior-range 0.02:0.5:25 --loss imbnnpu --loss nnpu --loss bce --out runs/sweep --json
+
+        impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.5,1,2 --loss imbnnpu --loss nnpu --seeds 3 --val-fraction 0.2 --select pu-auc --out runs/select
     """
     from impulses.cli._stores import open_store
     from impulses.pu.calibration import held_out_rows
     from impulses.pu.heads import check_same_encoder, store_encoder
     from impulses.pu.losses import check_surrogate, get_loss
-    from impulses.pu.sweep import check_output_dir, run_sweep
+    from impulses.pu.sweep import check_output_dir, check_selection, run_sweep
     from impulses.pu.trainer import FeatureSource, parse_bytes
 
+    check_selection(val_fraction, select)
     priors = parse_priors(prior, prior_range)
     distortions = parse_distortions(distortion)
     losses = loss or ["imbnnpu"]
@@ -250,6 +268,7 @@ def train_head_command(
             eval_every=1 if plot is not None and eval_every == 0 else eval_every,  # the AUC figure needs every epoch
             on_epoch=bar, on_prior_estimate=partial(_show_estimate, quiet=quiet), surrogate=surrogate,
             max_memory=budget,
+            val_fraction=val_fraction, val_seed=val_seed, select=select,
         )  # fmt: skip
     provenance: dict[str, Any] = {}
     if held is not None:
@@ -315,11 +334,21 @@ def _write_plots(plot_dir: Path, result: Any, test_set: Any) -> list[Path]:
 
 def _print_results(result: Any, out: Path) -> None:
     rows = result.rows.to_dicts()
+    held_out = "pu_auc" in result.rows.columns
+    chosen = "selected" in result.rows.columns
     table = [
-        (row["head"], "" if row["prior"] is None else f"{row['prior']:.4g}",
-         *(f"{row[m]:.4f}" for m in ("accuracy", "f1", "auc", "ap")))
+        (row["head"] + (" *" if chosen and row["selected"] else ""),
+         "" if row["prior"] is None else f"{row['prior']:.4g}",
+         *(f"{row[m]:.4f}" for m in ("accuracy", "f1", "auc", "ap")),
+         *((f"{row['pu_auc']:.4f}",) if held_out else ()))
         for row in rows
     ]  # fmt: skip
-    columns = ("head", "prior", "accuracy", "f1", "auc", "ap")
+    columns = ("head", "prior", "accuracy", "f1", "auc", "ap", *(("pu_auc",) if held_out else ()))
     print_table(f"{len(rows)} head(s) -> {out}/results.csv, heads.pt", table, columns, right=columns[1:])
     say(f"metrics on: {result.eval_on}; trained in {rows[0]['seconds']:.2f} s")
+    if held_out:
+        say(
+            f"pu_auc: on {result.val_fraction:g} of each label set's rows, held out (--val-seed {result.val_seed})"
+        )
+    if chosen:
+        say(f"* selected by {result.select} per label set -> {out}/selected/")

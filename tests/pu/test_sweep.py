@@ -9,9 +9,19 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from impulses.errors import ImpulsesError, ParameterError
-from impulses.pu.heads import load_heads
+from impulses.pu import criteria
+from impulses.pu.export import load_portable
+from impulses.pu.heads import load_heads, train_heads
 from impulses.pu.prior import estimate_prior
-from impulses.pu.sweep import DISTORTIONS, check_output_dir, head_grid, run_sweep
+from impulses.pu.sweep import (
+    DISTORTIONS,
+    SELECTION_CRITERIA,
+    VALIDATION_COLUMNS,
+    check_output_dir,
+    head_grid,
+    run_sweep,
+    validation_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +87,16 @@ def test_history_is_one_row_per_head_and_epoch(sweep, digits) -> None:
 def test_save_and_load_round_trip_and_stale_history(sweep, digits, tmp_path) -> None:
     out = tmp_path / "run"
     written = sweep.save(out, labels="l.parquet")
-    assert sorted(p.name for p in written) == ["heads.pt", "history.csv", "results.csv"]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "heads.pt",
-        "history.csv",
-        "results.csv",
-    ]  # no temp files
+    files = ["heads.json", "heads.pt", "heads.safetensors", "history.csv", "results.csv"]
+    assert sorted(p.name for p in written) == files
+    assert sorted(p.name for p in out.iterdir()) == files  # no temp files
     loaded = load_heads(out / "heads.pt")
     X = digits["X_test"]
     np.testing.assert_array_equal(loaded.decision_function(X), sweep.heads.decision_function(X))
+    portable = load_portable(out)
+    np.testing.assert_array_equal(portable.decision_function(X), sweep.heads.decision_function(X))
+    assert portable.meta["head_label_sets"] == sweep.rows["label_set"].to_list()
+    assert portable.meta["labels"] == "l.parquet"
     assert loaded.meta["labels"] == "l.parquet" and loaded.meta["label_sets"] == ["s_a", "s_b"]
     assert [g["head"] for g in loaded.meta["grid"]] == sweep.rows["head"].to_list()
     table = pl.read_csv(out / "results.csv")
@@ -174,3 +185,179 @@ def test_head_grid_distorts_only_the_losses_asked_for() -> None:
     grid = head_grid(["imbnnpu", "nnpu"], [0.05], DISTORTIONS, [0], ["s"], distorted_losses=["imbnnpu"])
     assert len([g for g in grid if g.spec.loss == "imbnnpu"]) == len(DISTORTIONS)
     assert [g.distortion for g in grid if g.spec.loss == "nnpu"] == [1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out PU validation and selection
+# ---------------------------------------------------------------------------------------------
+VAL = {"val_fraction": 0.25, "val_seed": 3, "bootstrap": 50}
+
+
+def validated(digits, **kwargs):
+    args = {
+        "losses": ("imbnnpu", "bce", "pn"), "priors": [digits["prior"]], "distortions": (0.5, 1.0, 2.0),
+        "seeds": 2, "y": digits["y"], "epochs": 3, "batch_size": 64, "lr": 3e-3, **VAL, **kwargs,
+    }  # fmt: skip
+    return run_sweep(digits["X"], digits["S"], ["s_a", "s_b"], **args)
+
+
+@pytest.fixture(scope="module")
+def selection(digits):
+    return validated(digits, select="pu-auc")
+
+
+def test_validation_split_is_stratified_and_seeded(digits) -> None:
+    S = np.column_stack([digits["S"], digits["y"]])
+    held = validation_split(S, 0.25, seed=3)
+    for column, rows in enumerate(held):
+        s = S[:, column]
+        assert np.all(np.diff(rows) > 0)  # sorted, no repeats
+        assert s[rows].sum() == round(0.25 * s.sum())
+        assert (s[rows] == 0).sum() == round(0.25 * (s == 0).sum())
+    assert [r.tolist() for r in validation_split(S, 0.25, seed=3)] == [r.tolist() for r in held]
+    assert validation_split(S, 0.25, seed=4)[0].tolist() != held[0].tolist()
+    assert held[0].tolist() != held[1].tolist()  # each label set draws its own rows
+    one = np.zeros(50, dtype=np.int8)
+    one[0] = 1
+    with pytest.raises(ParameterError, match="label set s_x, which has 1 labeled positive") as err:
+        validation_split(one, 0.2, names=["s_x"])
+    assert err.value.params == ("val_fraction",)
+
+
+def test_the_split_is_recorded_per_label_set_and_per_row(selection, digits) -> None:
+    S = np.column_stack([digits["S"], digits["y"]])
+    held = validation_split(S, VAL["val_fraction"], VAL["val_seed"])
+    for column, name in enumerate(["s_a", "s_b", "y"]):
+        np.testing.assert_array_equal(selection.val_rows[name], held[column])
+        s = S[:, column]
+        counts = selection.validation[name]
+        assert counts["labeled"] == s[held[column]].sum()
+        assert counts["labeled"] + counts["train_labeled"] == s.sum()
+        assert counts["unlabeled"] + counts["train_unlabeled"] == (s == 0).sum()
+        rows = selection.rows.filter(pl.col("label_set") == name)
+        assert set(rows["val_labeled"]) == {counts["labeled"]}
+        assert set(rows["val_unlabeled"]) == {counts["unlabeled"]}
+    assert set(selection.rows["val_fraction"]) == {0.25} and set(selection.rows["val_seed"]) == {3}
+    assert selection.rows.columns[-len(VALIDATION_COLUMNS) - 1 :] == [*VALIDATION_COLUMNS, "selected"]
+
+
+def test_held_out_rows_never_shape_their_label_sets_heads(selection, digits) -> None:
+    held_a = selection.val_rows["s_a"]
+    noisy = digits["X"].copy()
+    noisy[held_a] = np.random.default_rng(1).random((held_a.size, noisy.shape[1]), dtype=np.float32)
+    rerun = run_sweep(
+        noisy, digits["S"], ["s_a", "s_b"], losses=("imbnnpu", "bce", "pn"), priors=[digits["prior"]],
+        distortions=(0.5, 1.0, 2.0), seeds=2, y=digits["y"], epochs=3, batch_size=64, lr=3e-3, **VAL,
+    )  # fmt: skip
+    in_a = (selection.rows["label_set"] == "s_a").to_numpy()
+    np.testing.assert_array_equal(rerun.heads.W[:, in_a], selection.heads.W[:, in_a])
+    np.testing.assert_array_equal(rerun.heads.b[in_a], selection.heads.b[in_a])
+    # label set s_b trains on most of those rows: its heads change
+    assert not np.array_equal(rerun.heads.W[:, ~in_a], selection.heads.W[:, ~in_a])
+
+    # and each label set's heads are those of a run on its training rows alone
+    for column, name in enumerate(["s_a", "s_b"]):
+        keep = np.setdiff1d(np.arange(len(digits["X"])), selection.val_rows[name])
+        index = np.flatnonzero((selection.rows["label_set"] == name).to_numpy())
+        specs = [selection.heads.heads[k] for k in index]
+        assert {spec.column for spec in specs} == {column}
+        alone = train_heads(digits["X"][keep], digits["S"][keep], specs, epochs=3, batch_size=64, lr=3e-3)
+        np.testing.assert_array_equal(alone.W, selection.heads.W[:, index])
+
+
+def test_criteria_equal_the_criteria_module_on_the_saved_heads(selection, digits, tmp_path) -> None:
+    selection.save(tmp_path / "run")
+    for heads in (load_heads(tmp_path / "run" / "heads.pt"), load_portable(tmp_path / "run")):
+        for column, name in enumerate(["s_a", "s_b", "y"]):
+            rows = selection.val_rows[name]
+            index = np.flatnonzero((selection.rows["label_set"] == name).to_numpy())
+            logits = heads.decision_function(digits["X"][rows])[:, index]
+            s = np.column_stack([digits["S"], digits["y"]])[rows, column]
+            table = selection.rows[index]
+            np.testing.assert_allclose(table["pu_auc"], criteria.pu_auc(logits, s), rtol=1e-12)
+            np.testing.assert_allclose(table["lee_liu"], criteria.lee_liu(logits > 0, s), rtol=1e-12)
+            interval = criteria.bootstrap_interval(criteria.pu_auc, logits, s, n=50, seed=3)
+            np.testing.assert_allclose(table["pu_auc_low"], interval.low, rtol=1e-12)
+            np.testing.assert_allclose(table["pu_auc_high"], interval.high, rtol=1e-12)
+            assert (table["pu_auc_low"] <= table["pu_auc"]).all() and (
+                table["pu_auc"] <= table["pu_auc_high"]
+            ).all()
+            if name == "y":  # pn heads: no unlabeled positives, no prior
+                assert table["val_prior"].is_nan().all() and table["pu_accuracy"].is_nan().all()
+                continue
+            # every head of a label set is judged at the sweep's base prior (bce included)
+            assert table["val_prior"].to_list() == pytest.approx([digits["prior"]] * len(index))
+            pi = digits["prior"]
+            np.testing.assert_allclose(table["implied_pn_auc"], (table["pu_auc"] - pi / 2) / (1 - pi))
+            np.testing.assert_allclose(table["pu_accuracy"], criteria.pu_risk_accuracy(logits, s, pi))
+            np.testing.assert_allclose(
+                table["pu_balanced_accuracy"], criteria.pu_balanced_accuracy(logits, s, pi)
+            )
+
+
+@pytest.mark.parametrize("select", ["lee-liu", "pu-accuracy"])
+def test_selection_picks_the_best_head_per_label_set(selection, digits, select) -> None:
+    for result in (selection, validated(digits, select=select)):
+        column = SELECTION_CRITERIA[result.select]
+        chosen = result.selected()
+        assert chosen.height == result.rows["selected"].sum()
+        for name in ("s_a", "s_b", "y"):
+            group = result.rows.filter(pl.col("label_set") == name)
+            values = group[column].to_numpy()
+            picked = chosen.filter(pl.col("label_set") == name)
+            if np.isnan(values).all():  # pu-accuracy has no prior for the pn heads
+                assert picked.height == 0
+                continue
+            assert picked.height == 1
+            assert picked["head"][0] == group["head"][int(np.nanargmax(values))]  # first of ties
+
+
+def test_save_writes_the_selected_heads_alone(selection, digits, tmp_path) -> None:
+    out = tmp_path / "run"
+    written = selection.save(out, labels="l.parquet")
+    assert sorted(p.relative_to(out).as_posix() for p in written) == [
+        "heads.json", "heads.pt", "heads.safetensors", "results.csv",
+        "selected/heads.json", "selected/heads.pt", "selected/heads.safetensors",
+    ]  # fmt: skip
+    chosen = selection.selected()
+    index = [selection.heads.names.index(name) for name in chosen["head"]]
+    X = digits["X_test"]
+    expected = selection.heads.decision_function(X)[:, index]
+    for heads in (load_heads(out / "selected" / "heads.pt"), load_portable(out / "selected")):
+        assert heads.names == chosen["head"].to_list()
+        np.testing.assert_array_equal(heads.W, selection.heads.W[:, index])
+        np.testing.assert_array_equal(heads.b, selection.heads.b[index])
+        np.testing.assert_allclose(heads.decision_function(X), expected, rtol=1e-5, atol=1e-6)
+        picked = heads.meta["selection"]
+        assert picked["criterion"] == "pu-auc" and picked["column"] == "pu_auc"
+        assert [h["pu_auc"] for h in picked["heads"]] == pytest.approx(chosen["pu_auc"].to_list())
+        assert heads.meta["labels"] == "l.parquet"
+    assert load_portable(out / "selected").meta["head_label_sets"] == chosen["label_set"].to_list()
+    table = pl.read_csv(out / "results.csv")
+    assert table["selected"].to_list() == selection.rows["selected"].to_list()
+
+    run_sweep(digits["X"], digits["S"][:, :1], ["s_a"], priors=[0.2], epochs=1).save(out)
+    assert not (out / "selected").exists()  # no selection in this run: the earlier one's heads go
+
+
+def test_without_a_selection_selected_is_an_error(sweep) -> None:
+    with pytest.raises(ParameterError, match="selected no head") as err:
+        sweep.selected()
+    assert err.value.params == ("select",)
+    assert "pu_auc" not in sweep.rows.columns  # no hold-out, no criteria
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "params"),
+    [
+        ({"val_fraction": 1.0}, ("val_fraction",)),
+        ({"val_fraction": -0.1}, ("val_fraction",)),
+        ({"val_fraction": 0.2, "select": "auc"}, ("select",)),
+        ({"select": "pu-auc"}, ("select", "val_fraction")),
+        ({"val_fraction": 0.2, "bootstrap": -1}, ("bootstrap",)),
+    ],
+)
+def test_bad_validation_arguments_fail_before_training(digits, kwargs, params) -> None:
+    with pytest.raises(ParameterError) as info:
+        run_sweep(digits["X"], digits["S"][:, 0], ["s"], priors=[0.2], on_epoch=pytest.fail, **kwargs)
+    assert info.value.params == params
