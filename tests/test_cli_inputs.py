@@ -125,11 +125,6 @@ PRETRAIN = [
     "--no-progress",
 ]
 READ_ONLY = pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders")
-LEAVES_PARTIAL = pytest.mark.xfail(
-    strict=True,
-    reason="impulses/embed/extract.py: embed_dataset leaves the empty NAME.partial it created when the first "
-    "batch fails (mixed image sizes); it should remove a .partial holding no committed row",
-)
 
 CASES = [
     # 1. NaN/Inf embeddings: every command that reads the rows names the store and the first bad ids
@@ -198,7 +193,6 @@ CASES = [
         "embed-mixed-sizes",
         [*EMBED, "--data", "imagefolder:{b}/mixed", "--workers", "0", "--out", "{w}/m.h5"],
         ("--image-size", "differ in size"),
-        marks=(LEAVES_PARTIAL,),
     ),
     Case(
         "vit-image-size",

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,7 @@ def embed(
         resume=True,
         extra_attrs=extra_attrs,
     )
-    with writer:
+    with writer, _remove_if_empty(writer):
         done = writer.items_done
         status = "resumed" if done else "written"
         todo = _Items(source, transform, items[done:])
@@ -373,6 +374,18 @@ def embed(
         store = writer.finalize()
     with store:
         return EmbedResult(out, status, len(store), dim, embedded, seconds, skipped)
+
+
+@contextmanager
+def _remove_if_empty(writer: StoreWriter) -> Iterator[None]:
+    """A run that fails before its first committed batch leaves no ``.partial`` behind (nothing to resume)."""
+    try:
+        yield
+    except BaseException:
+        if writer.items_done == 0:
+            writer.close()
+            writer.partial.unlink(missing_ok=True)
+        raise
 
 
 def embed_dataset(
@@ -456,7 +469,7 @@ def embed_dataset(
     spec = StoreSpec(loaded.name, source.spec, loaded.sha256, transform, source.digest)
     if workers is None:
         in_memory = isinstance(source.base if isinstance(source, RangeSource) else source, ArraySource)
-        workers = 0 if in_memory else 4
+        workers = 0 if in_memory else min(4, os.cpu_count() or 1)  # more would only wait on the cores
     out = Path(out)
     if overwrite or not out.exists():  # an existing store needs no forward pass: it is up to date or refused
         check_input_size(source, loaded.model, ConfigTransform(transform), encoder=str(encoder))

@@ -129,9 +129,9 @@ def _refuse_random_timm(name: str) -> None:
     if not timm.is_model(name):
         create_encoder(name)  # raises the unknown-encoder error, with suggestions
     raise ParameterError(
-        "random_init",
-        f"is needed to embed with {name}'s random initial weights (a timm model loaded without "
-        "pretrained or weights); or ask for its published weights with pretrained, or give a weights file",
+        ("random_init", "pretrained"),
+        f"are both off: {name} is a timm model without a weights file, so it would embed with random "
+        "weights; ask for those explicitly, or for its published weights",
     )
 
 

@@ -305,7 +305,9 @@ def test_mixed_image_sizes_need_an_image_size(tmp_path: Path, batch_size: int) -
 def test_a_timm_model_needs_pretrained_weights_or_random_init(tmp_path: Path) -> None:
     out = tmp_path / "vit.h5"
     vit = "vit_tiny_patch16_224"
-    with pytest.raises(ParameterError, match=rf"^random_init is needed to embed with {vit}'s random"):
+    with pytest.raises(
+        ParameterError, match=rf"^random_init and pretrained are both off: {vit} is a timm model"
+    ):
         embed_dataset("digits[0:4]", vit, out, progress=False)
     assert not out.exists()
     # a ViT's patch grid fixes its input size: a size it rejects is one line naming image_size
