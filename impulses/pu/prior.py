@@ -219,8 +219,8 @@ class TednOptions:
     hidden: int = 0
     warm_epochs: int = 5
     epochs: int = 20
-    batch_size: int = 512
-    lr: float = 1e-3
+    batch_size: int = 256
+    lr: float = 1e-2
     weight_decay: float = 1e-4
 
     def check(self) -> None:
@@ -296,7 +296,7 @@ def tedn_prior(
     folds = []
     for train, held in _folds(s, n_folds, cross_fit, seed):
         model = _tedn_model(Z.shape[1], options.hidden, gen)
-        optimizer = torch.optim.Adam(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+        optimizer = _Adam(list(model.parameters()), lr=options.lr, weight_decay=options.weight_decay)
         folds.append((model, optimizer, train[s[train] == 1], train[s[train] == 0], held))
 
     def estimate() -> PriorEstimate:
@@ -388,9 +388,38 @@ def _tedn_epoch(
         u_batch = Z[u_order[i * batch_size : (i + 1) * batch_size]]
         p_batch = Z[p_order[i * per_step : (i + 1) * per_step]]
         loss = F.softplus(-model(p_batch)).mean() + F.softplus(model(u_batch)).mean()
-        optimizer.zero_grad()
+        model.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+class _Adam:
+    """torch.optim.Adam's update (L2 ``weight_decay`` added to the gradient), without importing
+    torch.optim, whose import pulls in torch._dynamo (seconds)."""
+
+    def __init__(
+        self, params: list[Any], *, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+    ) -> None:
+        import torch
+
+        self.params, self.lr, self.weight_decay, self.betas, self.eps = params, lr, weight_decay, betas, 1e-8
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = 0
+
+    def step(self) -> None:
+        import torch
+
+        self.steps += 1
+        beta1, beta2 = self.betas
+        correction1, correction2 = 1 - beta1**self.steps, 1 - beta2**self.steps
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.m, self.v, strict=True):
+                grad = p.grad if not self.weight_decay else p.grad + self.weight_decay * p
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (v / correction2).sqrt_().add_(self.eps)
+                p.addcdiv_(m, denom, value=-self.lr / correction1)
 
 
 PRIOR_METHODS = ("bbe", "elkan-noto", "tedn")
