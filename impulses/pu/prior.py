@@ -212,6 +212,8 @@ class TednOptions:
         warm_epochs: Epochs of plain P-vs-U training before the first estimate.
         epochs: Epochs that alternate a BBE estimate with one CVIR epoch at it.
         batch_size: Unlabeled rows per step (each step pairs them with an equal share of the labeled).
+        min_steps: Steps per epoch at least this many (smaller batches on small data), so that a
+            small label set trains about as long as a large one.
         lr: Adam's learning rate.
         weight_decay: Adam's L2 penalty.
     """
@@ -220,6 +222,7 @@ class TednOptions:
     warm_epochs: int = 5
     epochs: int = 20
     batch_size: int = 256
+    min_steps: int = 32
     lr: float = 1e-2
     weight_decay: float = 1e-4
 
@@ -229,8 +232,10 @@ class TednOptions:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 0:
                 raise ParameterError(name, f"must be an integer of at least 0, got {value!r}")
-        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
-            raise ParameterError("batch_size", f"must be an integer of at least 1, got {self.batch_size!r}")
+        for name in ("batch_size", "min_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ParameterError(name, f"must be an integer of at least 1, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ParameterError("lr", f"must be > 0, got {self.lr!r}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -312,7 +317,8 @@ def tedn_prior(
             if n_drop:  # CVIR: ignore the α̂ share of unlabeled rows the classifier finds most positive
                 order = np.argsort(_tedn_scores(model, Z[unlabeled]), kind="stable")
                 unlabeled = unlabeled[order[: unlabeled.size - n_drop]]
-            _tedn_epoch(model, optimizer, Z, positives, unlabeled, options.batch_size, gen)
+            batch_size = min(options.batch_size, math.ceil(unlabeled.size / options.min_steps))
+            _tedn_epoch(model, optimizer, Z, positives, unlabeled, batch_size, gen)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # steps on a few hundred rows: one thread beats several (and shares the CPU)
@@ -485,26 +491,38 @@ def estimate_prior(
     return {m: results[m] for m in dict.fromkeys(methods)}
 
 
-def auto_prior(X: np.ndarray, s: np.ndarray, *, label_set: str | None = None) -> PriorEstimate:
-    """The BBE estimate of π = p(y=1 | s=0) from one label set's features (Garg et al. 2021), for ``priors="auto"``.
+AUTO_PRIOR_METHOD = "tedn"  # smallest mean abs error in docs/results/prior-estimators (3 label sets)
+METHOD_LABELS = {"bbe": "BBE", "elkan-noto": "Elkan–Noto", "tedn": "TEDⁿ"}
+
+
+def auto_prior(
+    X: np.ndarray, s: np.ndarray, *, label_set: str | None = None, method: str = AUTO_PRIOR_METHOD
+) -> PriorEstimate:
+    """The estimate of π = p(y=1 | s=0) from one label set's features, for ``priors="auto"``.
+
+    The default method, :data:`AUTO_PRIOR_METHOD`, is the estimator with the smallest mean absolute
+    error on embedding stores with known π (``benchmarks/prior_estimators.py``); BBE and TEDⁿ both
+    give BBE's confidence interval.
 
     Args:
         X: Features (N, D) of the label set's rows.
         s: Its labels (N,), 1 = labeled positive.
         label_set: Its name, for the error message.
+        method: ``"tedn"``, ``"bbe"`` (the ones with an interval) or ``"elkan-noto"``.
 
     Returns:
-        The estimate (``prior`` in (0, 1), with BBE's interval).
+        The estimate (``prior`` in (0, 1)).
 
     Raises:
         ParameterError: about ``priors`` when the estimate is 0 or 1 (no usable prior).
     """
-    estimate = estimate_prior(X, s, methods=("bbe",))["bbe"]
+    estimate = estimate_prior(X, s, methods=(method,))[method]
     if not 0 < estimate.prior < 1:
         which = f" for label set {label_set}" if label_set is not None else ""
         raise ParameterError(
             "priors",
-            f"auto: the BBE estimate{which} is {estimate.prior:g}, not in (0, 1); give the prior as a number",
+            f"auto: the {METHOD_LABELS[method]} estimate{which} is {estimate.prior:g}, not in (0, 1); "
+            "give the prior as a number",
         )
     return estimate
 

@@ -12,6 +12,7 @@ import pytest
 from impulses.catalog import FASHION_MNIST_CLASSES
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.prior import (
+    AUTO_PRIOR_METHOD,
     TednOptions,
     auto_prior,
     bbe_from_scores,
@@ -224,7 +225,13 @@ def test_tedn_cvir_drops_the_highest_scored_unlabeled_share(monkeypatch):
 
 def test_tedn_options_are_checked():
     X, s, _ = gaussian_mixture(100, 400, 0.5)
-    for field_name, value in (("hidden", -1), ("epochs", 1.5), ("batch_size", 0), ("lr", 0.0)):
+    for field_name, value in (
+        ("hidden", -1),
+        ("epochs", 1.5),
+        ("batch_size", 0),
+        ("min_steps", 0),
+        ("lr", 0.0),
+    ):
         with pytest.raises(ParameterError, match=f"^{field_name} must") as info:
             tedn_prior(X, s, options=TednOptions(**{field_name: value}))
         assert info.value.params == (field_name,)
@@ -304,18 +311,22 @@ def test_prior_report_counts_estimates_and_class_priors():
         prior_report(X, s, n_folds=1)  # refused, not clamped
 
 
-def test_auto_prior_is_the_bbe_estimate_and_refuses_0_or_1(monkeypatch):
+def test_auto_prior_is_the_chosen_estimate_and_refuses_0_or_1(monkeypatch):
     X, s, _ = digits_pu()
-    assert auto_prior(X, s) == estimate_prior(X, s, methods=("bbe",))["bbe"]
+    assert AUTO_PRIOR_METHOD == "tedn"
+    assert auto_prior(X, s) == estimate_prior(X, s, methods=("tedn",))["tedn"]
+    assert auto_prior(X, s, method="bbe") == estimate_prior(X, s, methods=("bbe",))["bbe"]
     import impulses.pu.prior as prior_module
 
-    def zero(*args, **kwargs):
-        return {"bbe": prior_module.PriorEstimate("bbe", 0.0)}
+    def zero(X, s, methods, **kwargs):
+        return {methods[0]: prior_module.PriorEstimate(methods[0], 0.0)}
 
     monkeypatch.setattr(prior_module, "estimate_prior", zero)
-    with pytest.raises(ParameterError, match="BBE estimate for label set s_2 is 0") as info:
+    with pytest.raises(ParameterError, match="TEDⁿ estimate for label set s_2 is 0") as info:
         auto_prior(X, s, label_set="s_2")
     assert info.value.params == ("priors",)
+    with pytest.raises(ParameterError, match="auto: the BBE estimate is 0"):
+        auto_prior(X, s, method="bbe")
 
 
 def _idx(path: Path) -> np.ndarray:
