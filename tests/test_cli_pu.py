@@ -224,21 +224,19 @@ def test_bad_input_exits_2_with_one_line(cli, task: DigitsTask, tmp_path: Path) 
         assert "Traceback" not in result.stderr
 
 
-def test_prior_auto_uses_the_bbe_estimate(cli, task: DigitsTask, tmp_path: Path) -> None:
-    """``--prior auto`` trains at BBE's estimate (computed independently here) and says so on stderr."""
+def test_prior_auto_uses_the_auto_prior_estimate(cli, task: DigitsTask, tmp_path: Path) -> None:
+    """``--prior auto`` trains at auto_prior's estimate (computed independently here) and says so on stderr."""
     from impulses.pu.labels import read_label_set
-    from impulses.pu.prior import estimate_prior
+    from impulses.pu.prior import METHOD_LABELS, auto_prior
 
     result = cli(*common(task, tmp_path / "run"), "--prior", "auto", "--epochs", "2", "--json")
     assert result.code == 0, result.stderr
     label_file = read_label_set(task.labels)
     store = EmbeddingStore.open(task.train)
-    expected = estimate_prior(store.read(label_file.rows_in(store)), label_file.s[:, 0], methods=("bbe",))[
-        "bbe"
-    ]
+    expected = auto_prior(store.read(label_file.rows_in(store)), label_file.s[:, 0])
     rows = json.loads(result.stdout)
     assert rows[0]["prior"] == pytest.approx(expected.prior)
-    assert "--prior auto" in result.stderr and "BBE estimate" in result.stderr
+    assert "--prior auto" in result.stderr and f"{METHOD_LABELS[expected.method]} estimate" in result.stderr
 
 
 def test_plot_writes_the_paper_figures(cli, task: DigitsTask, tmp_path: Path) -> None:

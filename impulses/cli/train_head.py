@@ -79,7 +79,7 @@ def train_head_command(
     prior: Annotated[
         list[str] | None,
         typer.Option(
-            help="π = p(y=1 | s=0), repeatable: a number in (0, 1), or 'auto' (BBE estimate per label set)."
+            help="π = p(y=1 | s=0), repeatable: a number in (0, 1), or 'auto' (estimated per label set, TEDⁿ)."
         ),
     ] = None,
     prior_range: Annotated[
@@ -291,8 +291,10 @@ def train_head_command(
 
 
 def _show_estimate(label_set: str, estimate: Any, *, quiet: bool) -> None:
+    from impulses.pu.prior import METHOD_LABELS
+
     note(
-        f"--prior auto (label set {label_set}): BBE estimate π = {estimate.prior:.4f} "
+        f"--prior auto (label set {label_set}): {METHOD_LABELS[estimate.method]} estimate π = {estimate.prior:.4f} "
         f"(interval {estimate.lower:.4f}-{estimate.upper:.4f})",
         quiet=quiet,
     )

@@ -2,7 +2,7 @@
 
 :func:`run_sweep` is what ``impulses train-head`` and the experiment pipeline run: it builds the
 grid losses × priors × distortions × seeds × label sets (:func:`head_grid`), estimates ``"auto"``
-priors per label set (BBE, :func:`impulses.pu.prior.auto_prior`), trains every head together
+priors per label set (:func:`impulses.pu.prior.auto_prior`), trains every head together
 (:func:`impulses.pu.heads.train_heads`), evaluates them on a test set (or on the training rows'
 true labels ``y``) and returns a :class:`SweepResult` with one row per head and the per-epoch
 history as polars frames. :meth:`SweepResult.save` writes ``results.csv``, ``heads.pt``, the
@@ -179,7 +179,7 @@ class SweepResult:
             base_prior, distortion, seed, label_set, epoch and the recorded values (train_loss, auc,
             f1, accuracy, test_loss); None when nothing was recorded.
         heads: The trained heads (``heads.names`` are ``rows["head"]``).
-        prior_estimates: The BBE estimate per label set for ``"auto"`` priors.
+        prior_estimates: The estimate (:func:`~impulses.pu.prior.auto_prior`) per label set for ``"auto"`` priors.
         eval_on: "test", "train (y)" or "none".
         label_sets: The label sets trained.
         val_fraction: The share held out per label set for the PU criteria (0: none).
@@ -465,7 +465,7 @@ def run_sweep(
         label_sets: The name of each column of ``S`` (written to ``label_set``).
         losses: Loss names (:data:`impulses.pu.losses.LOSSES`); bce/wbce ignore the prior, pn trains
             on ``y``.
-        priors: π = p(y=1 | s=0) values in (0, 1) and/or ``"auto"`` (BBE estimate per label set).
+        priors: π = p(y=1 | s=0) values in (0, 1) and/or ``"auto"`` (:func:`~impulses.pu.prior.auto_prior` per label set).
         distortions: Factors b: each PU head trains at prior b·π, which must stay in (0, 1).
         seeds: Initialisation seeds 0..seeds-1 of every head.
         y: True labels (N,) of the training rows: needed by pn; without a test set, metrics use them.

@@ -12,6 +12,8 @@ import pytest
 from impulses.catalog import FASHION_MNIST_CLASSES
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.prior import (
+    AUTO_PRIOR_METHOD,
+    TednOptions,
     auto_prior,
     bbe_from_scores,
     class_prior_from_prior,
@@ -20,6 +22,7 @@ from impulses.pu.prior import (
     held_out_scores,
     prior_from_class_prior,
     prior_report,
+    tedn_prior,
 )
 from impulses.pu.splits import PRESETS, make_split, preset_classes
 
@@ -152,8 +155,119 @@ def test_estimate_prior_errors():
         estimate_prior(X, np.r_[1, np.zeros(9, dtype=int)])
     with pytest.raises(ImpulsesError, match=r"must be 0 .* or 1"):
         estimate_prior(X, np.full(10, 2))
-    with pytest.raises(ImpulsesError, match="unknown prior estimator"):
+    with pytest.raises(ImpulsesError, match=r"unknown prior estimator.*known: bbe, elkan-noto, tedn"):
         estimate_prior(X, np.r_[1, 1, np.zeros(8, dtype=int)], methods=("tice",))
+
+
+# --------------------------------------------------------------------------------------------------
+# TEDⁿ
+# --------------------------------------------------------------------------------------------------
+def gaussian_mixture(
+    n_pos: int, n_neg: int, shift: float, *, dim: int = 10, label_frequency: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Positives N(+shift, I), negatives N(−shift, I) in ``dim`` dimensions; a random share of the positives labeled.
+
+    Returns X, s and the true π = p(y=1 | s=0), the positives' share of the unlabeled rows.
+    """
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(shift, 1.0, (n_pos, dim)), rng.normal(-shift, 1.0, (n_neg, dim))])
+    s = np.zeros(n_pos + n_neg, dtype=int)
+    n_labeled = round(label_frequency * n_pos)
+    s[rng.choice(n_pos, n_labeled, replace=False)] = 1
+    return X.astype(np.float32), s, (n_pos - n_labeled) / (n_pos - n_labeled + n_neg)
+
+
+@pytest.mark.parametrize(("n_pos", "shift"), [(1000, 0.8), (600, 0.8), (2000, 0.7)])
+def test_tedn_recovers_the_prior_of_gaussian_mixtures(n_pos, shift):
+    X, s, true_prior = gaussian_mixture(n_pos, 4000, shift, seed=n_pos)
+    estimate = tedn_prior(X, s, seed=0)
+    assert estimate.method == "tedn"
+    assert abs(estimate.prior - true_prior) <= 0.03, (estimate.prior, true_prior)
+    assert estimate.lower <= true_prior <= estimate.upper
+    assert estimate.details["n_p"] + estimate.details["n_u"] == len(s)  # cross-fitted: every row scored
+
+
+def test_tedn_is_deterministic_given_the_seed():
+    X, s, _ = gaussian_mixture(500, 2000, 0.5)
+    options = TednOptions(hidden=16, warm_epochs=2, epochs=3)
+    first = tedn_prior(X, s, options=options, seed=3)
+    assert tedn_prior(X, s, options=options, seed=3) == first
+    assert estimate_prior(X, s, methods=("tedn",), seed=3, tedn=options) == {"tedn": first}
+
+
+def test_tedn_cvir_drops_the_highest_scored_unlabeled_share(monkeypatch):
+    """Each CVIR epoch trains on the fold's unlabeled rows minus the ⌊α̂·n⌋ the classifier scores highest."""
+    import impulses.pu.prior as prior_module
+
+    X, s, _ = gaussian_mixture(500, 2000, 0.5)
+    calls = []
+
+    def record(model, optimizer, Z, positives, unlabeled, batch_size, gen):
+        calls.append((model, Z, positives.copy(), unlabeled.copy()))  # no step: scores stay put
+
+    monkeypatch.setattr(prior_module, "_tedn_epoch", record)
+    estimate = tedn_prior(X, s, options=TednOptions(warm_epochs=1, epochs=1), n_folds=2, seed=0)
+    assert len(calls) == 4  # 2 folds x (1 warm-start + 1 CVIR epoch)
+    alpha = estimate.details["warm_start_prior"]
+    assert 0 < alpha < 1 and estimate.prior == alpha  # untrained in between: the same scores, the same α̂
+    for (model, Z, positives, warm_rows), (_, _, cvir_positives, kept) in zip(
+        calls[:2], calls[2:], strict=True
+    ):
+        assert (s[positives] == 1).all() and (s[warm_rows] == 0).all()
+        assert np.array_equal(positives, cvir_positives)
+        assert kept.size == warm_rows.size - math.floor(alpha * warm_rows.size)
+        dropped = np.setdiff1d(warm_rows, kept)
+        scores = prior_module._tedn_scores(model, Z)
+        assert scores[dropped].min() >= scores[kept].max()
+    held_out = np.setdiff1d(np.arange(len(s)), np.concatenate([calls[0][2], calls[0][3]]))
+    assert np.array_equal(held_out, np.sort(np.concatenate([calls[1][2], calls[1][3]])))  # folds swap
+
+
+def test_tedn_options_are_checked():
+    X, s, _ = gaussian_mixture(100, 400, 0.5)
+    for field_name, value in (
+        ("hidden", -1),
+        ("epochs", 1.5),
+        ("batch_size", 0),
+        ("min_steps", 0),
+        ("lr", 0.0),
+    ):
+        with pytest.raises(ParameterError, match=f"^{field_name} must") as info:
+            tedn_prior(X, s, options=TednOptions(**{field_name: value}))
+        assert info.value.params == (field_name,)
+    with pytest.raises(ImpulsesError, match="at least 3 labeled"):
+        tedn_prior(X[:200], np.r_[1, 1, np.zeros(198, dtype=int)], n_folds=3)
+
+
+def test_adam_matches_torch_optim_adam():
+    import torch
+
+    from impulses.pu.prior import _Adam
+
+    start = torch.linspace(-1, 1, 5)
+    ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    optimizers = (
+        _Adam([ours], lr=0.01, weight_decay=0.001),
+        torch.optim.Adam([theirs], lr=0.01, weight_decay=0.001),
+    )
+    for _ in range(30):
+        for param, optimizer in zip((ours, theirs), optimizers, strict=True):
+            param.grad = None
+            ((param**3).sum() + (param * torch.arange(5.0)).sum()).backward()
+            optimizer.step()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert not torch.allclose(ours, start, atol=0.1)  # it moved
+
+
+@pytest.mark.slow
+def test_tedn_on_40k_by_128_features_takes_under_a_minute():
+    import time
+
+    X, s, true_prior = gaussian_mixture(3000, 37000, 0.15, dim=128, label_frequency=0.2)
+    started = time.perf_counter()
+    estimate = tedn_prior(X, s)
+    assert time.perf_counter() - started < 60
+    assert abs(estimate.prior - true_prior) <= 0.05
 
 
 def test_bbe_interval_covers_the_prior_on_digits():
@@ -197,18 +311,22 @@ def test_prior_report_counts_estimates_and_class_priors():
         prior_report(X, s, n_folds=1)  # refused, not clamped
 
 
-def test_auto_prior_is_the_bbe_estimate_and_refuses_0_or_1(monkeypatch):
+def test_auto_prior_is_the_chosen_estimate_and_refuses_0_or_1(monkeypatch):
     X, s, _ = digits_pu()
-    assert auto_prior(X, s) == estimate_prior(X, s, methods=("bbe",))["bbe"]
+    assert AUTO_PRIOR_METHOD == "tedn"
+    assert auto_prior(X, s) == estimate_prior(X, s, methods=("tedn",))["tedn"]
+    assert auto_prior(X, s, method="bbe") == estimate_prior(X, s, methods=("bbe",))["bbe"]
     import impulses.pu.prior as prior_module
 
-    def zero(*args, **kwargs):
-        return {"bbe": prior_module.PriorEstimate("bbe", 0.0)}
+    def zero(X, s, methods, **kwargs):
+        return {methods[0]: prior_module.PriorEstimate(methods[0], 0.0)}
 
     monkeypatch.setattr(prior_module, "estimate_prior", zero)
-    with pytest.raises(ParameterError, match="BBE estimate for label set s_2 is 0") as info:
+    with pytest.raises(ParameterError, match="TEDⁿ estimate for label set s_2 is 0") as info:
         auto_prior(X, s, label_set="s_2")
     assert info.value.params == ("priors",)
+    with pytest.raises(ParameterError, match="auto: the BBE estimate is 0"):
+        auto_prior(X, s, method="bbe")
 
 
 def _idx(path: Path) -> np.ndarray:

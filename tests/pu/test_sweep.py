@@ -12,7 +12,7 @@ from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu import criteria
 from impulses.pu.export import load_portable
 from impulses.pu.heads import load_heads, train_heads
-from impulses.pu.prior import estimate_prior
+from impulses.pu.prior import auto_prior
 from impulses.pu.sweep import (
     DISTORTIONS,
     SELECTION_CRITERIA,
@@ -125,7 +125,7 @@ def test_auto_prior_is_estimated_per_label_set_and_reported(digits) -> None:
     )  # fmt: skip
     assert [name for name, _ in reported] == ["s_a", "s_b"]
     for j, (name, est) in enumerate(reported):
-        expected = estimate_prior(digits["X"], digits["S"][:, j], methods=("bbe",))["bbe"].prior
+        expected = auto_prior(digits["X"], digits["S"][:, j]).prior
         assert est.prior == pytest.approx(expected) and result.prior_estimates[name] == est
         priors = result.rows.filter(pl.col("label_set") == name)["prior"].to_list()
         assert priors == pytest.approx([0.3, expected])
