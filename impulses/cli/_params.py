@@ -12,8 +12,11 @@ from impulses.errors import ImpulsesError, ParameterError
 
 @contextmanager
 def renamed_params(**names: str) -> Iterator[None]:
-    """Library errors raised inside name this command's parameters: ``renamed_params(store="train")``
-    makes ``ParameterError("store", ...)`` read ``--train ...`` where the store came from ``--train``."""
+    """Make library errors raised inside name this command's parameters.
+
+    ``renamed_params(store="train")`` makes ``ParameterError("store", ...)`` read ``--train ...`` where
+    the store came from ``--train``.
+    """
     try:
         yield
     except ImpulsesError as err:

@@ -75,7 +75,6 @@ def embed_command(
     joins them (HDF5 virtual datasets) into --out.
 
     Examples:
-
         impulses embed --data digits --encoder smallcnn --out runs/digits.h5
 
         impulses embed --data fashion-mnist:test --data-root data/fashion-mnist --encoder resnet18 --cifar-stem --out runs/fm-test.h5

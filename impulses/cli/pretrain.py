@@ -84,7 +84,6 @@ def pretrain_command(
     path and the per-epoch history.
 
     Examples:
-
         impulses pretrain --data digits --encoder smallcnn --epochs 15 --batch-size 64 --lr 1e-3 --out runs/digits
 
         impulses pretrain --data cifar10:train --encoder resnet50 --cifar-stem --epochs 400 --out runs/c10

@@ -112,6 +112,7 @@ class DecodedImages:
 
     @property
     def images(self) -> np.ndarray:
+        """The decoded images, memory-mapped from ``path`` on first use."""
         if self._images is None:
             if self.path is None:
                 raise ImpulsesError("decoded images: neither an array nor a path")
@@ -342,8 +343,10 @@ class DecodedSource(ImageSource):
         return Sample(image, self.base.sample_id(index), int(self.decoded.targets[index]))
 
     def sample_id(self, index: int) -> str:
+        """The base source's id of item ``index``."""
         return self.base.sample_id(index)
 
     @property
     def digest(self) -> str:
+        """The base source's digest (the decoded copy holds the same samples)."""
         return self.base.digest

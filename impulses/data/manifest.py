@@ -200,6 +200,7 @@ class ManifestSource(ImageSource):
         return Sample(decode_image_file(path, str(path)), self.ids[index], int(self.targets[index]))
 
     def sample_id(self, index: int) -> str:
+        """The manifest's id of row ``index``."""
         return self.ids[index]
 
     @property

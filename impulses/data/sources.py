@@ -120,10 +120,12 @@ class ArraySource(ImageSource):
         return Sample(image, self.sample_id(index), int(self.targets[index]))
 
     def sample_id(self, index: int) -> str:
+        """``<id_prefix>/<index>``: the row's position in the array."""
         return f"{self.id_prefix}/{index}"
 
     @property
     def digest(self) -> str:
+        """sha256 of the images' shape, pixels and targets (computed once)."""
         if self._digest is None:
             h = hashlib.sha256()
             h.update(f"{self.images.shape}|".encode())
@@ -177,10 +179,12 @@ class ImageFolderSource(ImageSource):
         return Sample(decode_image_file(path, str(path)), rel, int(self.targets[index]))
 
     def sample_id(self, index: int) -> str:
+        """The image's path relative to the folder."""
         return self.files[index]
 
     @property
     def digest(self) -> str:
+        """sha256 of the file list and sizes (cheap: no image is read; computed once)."""
         if self._digest is None:
             h = hashlib.sha256()
             for rel in self.files:
@@ -211,10 +215,12 @@ class RangeSource(ImageSource):
         return self.base[self.start + index]
 
     def sample_id(self, index: int) -> str:
+        """The base source's id of item ``start + index``."""
         return self.base.sample_id(self.start + index)
 
     @property
     def digest(self) -> str:
+        """sha256 of the base source's digest and the row range."""
         return hashlib.sha256(f"{self.base.digest}[{self.start}:{self.stop}]".encode()).hexdigest()
 
 

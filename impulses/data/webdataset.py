@@ -200,6 +200,7 @@ class WebDatasetSource(ImageSource):
         return len(self.keys)
 
     def sample_id(self, index: int) -> str:
+        """``<shard name>/<key>``: unique across the shards."""
         return f"{self.shard_names[self.shard_of[index]]}/{self.keys[index]}"
 
     def _read(self, index: int) -> bytes:

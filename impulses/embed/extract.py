@@ -99,6 +99,7 @@ class ConfigTransform:
         self._fn: Callable[[Image.Image], torch.Tensor] | None = None
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """The image as the encoder's test-time tensor (the transform is built on first use)."""
         if self._fn is None:
             from impulses.encoders.augment import test_transform
 
@@ -177,6 +178,7 @@ class ImagesPerSecond(ProgressColumn):
     """Progress column: throughput in images/s."""
 
     def render(self, task: Task) -> Text:
+        """The task's speed in images per second, or a dash before the first update."""
         speed = task.finished_speed or task.speed
         return Text(f"{speed:,.0f} img/s" if speed else "- img/s", style="progress.data.speed")
 

@@ -61,10 +61,12 @@ class StoreSpec:
 
     @property
     def transform_json(self) -> str:
+        """The transform as canonical JSON (sorted keys), the form hashed by the fingerprint."""
         return json.dumps(self.transform, sort_keys=True, default=str)
 
     @property
     def fingerprint(self) -> str:
+        """sha256 of (encoder, weights, source, transform[, source digest]): equal specs, equal content."""
         parts = [self.encoder, self.encoder_sha256, self.source, self.transform_json]
         if self.source_digest:
             parts.append(self.source_digest)
@@ -182,6 +184,7 @@ class EmbeddingStore:
         return self._file
 
     def close(self) -> None:
+        """Close the HDF5 file if this process opened it; the next read reopens it."""
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = None
@@ -311,14 +314,17 @@ class EmbeddingStore:
 
     @property
     def fingerprint(self) -> str:
+        """The fingerprint of the spec that wrote the store (empty when the file has none)."""
         return str(_attr(self._h5().attrs, "fingerprint", ""))
 
     @property
     def dim(self) -> int:
+        """Embedding dimension D."""
         return int(self._h5()["embeddings"].shape[1])
 
     @property
     def dtype(self) -> str:
+        """The embeddings' dtype as stored (``float16`` or ``float32``)."""
         return str(self._h5()["embeddings"].dtype)
 
     def __len__(self) -> int:
@@ -326,6 +332,7 @@ class EmbeddingStore:
 
     @property
     def n_rows(self) -> int:
+        """Number of rows (``len(store)``)."""
         return len(self)
 
     @property
@@ -344,6 +351,7 @@ class EmbeddingStore:
 
     @property
     def class_names(self) -> list[str] | None:
+        """The source's class names (index = target), or None when it has none."""
         f = self._h5()
         return list(f["class_names"].asstr()[()]) if "class_names" in f else None
 
@@ -638,18 +646,22 @@ class StoreWriter:
 
     @property
     def rows_done(self) -> int:
+        """Rows committed so far (a resumed run continues from here)."""
         return int(_attr(self._f.attrs, "rows_done"))
 
     @property
     def items_done(self) -> int:
+        """Source items consumed so far, skipped ones included."""
         return int(_attr(self._f.attrs, "items_done"))
 
     @property
     def capacity(self) -> int:
+        """Rows allocated in the partial file."""
         return int(_attr(self._f.attrs, "capacity"))
 
     @property
     def skipped(self) -> list[dict[str, str]]:
+        """Samples skipped so far, each ``{"id": ..., "error": ...}``."""
         return json.loads(_attr(self._f.attrs, "skipped", "[]"))
 
     def append(

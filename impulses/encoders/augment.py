@@ -144,6 +144,7 @@ class SimCLRViews:
         return v2.Compose(steps)
 
     def __call__(self, image: Image.Image, *, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent augmented views of ``image`` (reproducible when ``seed`` is given)."""
         image = convert_mode(image, self.preset.in_chans)
         size = (self.image_size, self.image_size) if self.image_size else (image.height, image.width)
         pipeline = self._pipeline(size)
@@ -386,6 +387,7 @@ class BatchViews:
         return _normalize(x, self.preset.mean, self.preset.std)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent augmented views of each image of the batch, drawn from ``generator``."""
         x = _as_nchw(images, self.preset.in_chans)
         params = self.draw(2 * x.shape[0], x.shape[2], x.shape[3], generator)
         return self.apply(torch.cat([x, x]), params).chunk(2)
@@ -515,6 +517,7 @@ class TestTransform:
         )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """The image as a normalized test-time tensor (resize, center crop, channels)."""
         decoded = decode_image(
             image,
             image_size=self.image_size,

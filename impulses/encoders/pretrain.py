@@ -161,6 +161,7 @@ class ContrastiveModel(nn.Module):
         self.projector = projector
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Projections of the encoder's features of ``x``."""
         return self.projector(self.encoder(x))
 
 

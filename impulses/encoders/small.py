@@ -52,6 +52,7 @@ class SmallCNN(nn.Module):
         self.num_features = w4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, num_features) of the images ``x``."""
         return self.features(x)
 
 

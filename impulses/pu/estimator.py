@@ -2,7 +2,7 @@
 
 ``PUClassifier(prior=0.074).fit(X, y)`` follows scikit-learn's conventions and passes its estimator
 checks (``tests/pu/test_estimator.py``): ``__init__`` only stores hyperparameters, ``fit`` returns
-``self``, fitted attributes end with ``_``, errors about values are ``ValueError``\\ s, and it works
+``self``, fitted attributes end with ``_``, errors about values are ``ValueError`` subclasses, and it works
 in a :class:`~sklearn.pipeline.Pipeline`, with :func:`~sklearn.base.clone` and in grid searches.
 
 **Labels.** ``fit`` takes the PU labels as its ``y``: any two labels ({0, 1}, {-1, 1}, booleans,

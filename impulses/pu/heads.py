@@ -77,6 +77,7 @@ class HeadSpec:
     surrogate: str = "sigmoid"
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict (a result row's columns, JSON metadata)."""
         return asdict(self)
 
 

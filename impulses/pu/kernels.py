@@ -80,7 +80,7 @@ if AVAILABLE:
 
     @njit(nogil=True, fastmath=FASTMATH, boundscheck=False, inline="always")
     def _column_block_gradient(X, rows, g_k, lo, hi, acc):  # pragma: no cover - compiled
-        """acc = Σ_i g_k[i]·X[rows[i], lo:hi] in row order; returns Σ_i g_k[i] (the bias gradient)."""
+        """Set acc = Σ_i g_k[i]·X[rows[i], lo:hi] in row order; return Σ_i g_k[i] (the bias gradient)."""
         acc[:] = 0.0
         bias = np.float32(0.0)
         for i in range(rows.shape[0]):
@@ -274,8 +274,11 @@ def check_kernel(kernel: str, device: Any) -> None:
 
 
 def resolve_kernel(kernel: str, device: Any, n_heads: int) -> str:
-    """The step kernel a run uses: ``auto`` → on a CPU with numba, fused for up to FUSED_MAX_HEADS
-    heads and wide for more; torch otherwise (and on CUDA)."""
+    """The step kernel a run uses (``fused``, ``wide`` or ``torch``).
+
+    ``auto`` picks, on a CPU with numba, fused for up to FUSED_MAX_HEADS heads and wide for more;
+    torch otherwise (and on CUDA).
+    """
     check_kernel(kernel, device)
     if kernel == "auto":
         if device.type != "cpu" or not AVAILABLE:
@@ -332,8 +335,10 @@ if AVAILABLE:
 
     @overload(_pack_rows, inline="always")
     def _pack_rows_impl(x0, x1, x2, x3, out, q):
-        """Rows x0..x3 (feature bits) into 64-bit words of the transposed batch ``out`` (D, ·): row
-        4q + r's column d lands at entry (d, 4q + r) of the transposed batch."""
+        """Pack rows x0..x3 (feature bits) into 64-bit words of the transposed batch ``out`` (D, ·).
+
+        Row 4q + r's column d lands at entry (d, 4q + r) of the transposed batch.
+        """
         if x0.dtype == types.uint16:  # float16 bits: four rows per word
 
             def pack16(x0, x1, x2, x3, out, q):

@@ -89,6 +89,7 @@ class TestLabels:
         return len(self.ids)
 
     def rows_in(self, store: Any) -> np.ndarray:
+        """Rows of this set's ids in ``store``; an error names the ids it lacks."""
         return store_rows(self.path, self.ids, store)
 
 
@@ -218,8 +219,11 @@ def label_frame(
     *,
     y: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """A label-set table from arrays: ids with one label set (``s`` an array: column ``s``), several (a
-    mapping name -> array: ``s_<name>`` columns, or ``s`` for the name "s"), or none (a test set: ``y`` only)."""
+    """A label-set table from arrays.
+
+    Ids with one label set (``s`` an array: column ``s``), several (a mapping name -> array:
+    ``s_<name>`` columns, or ``s`` for the name "s"), or none (a test set: ``y`` only).
+    """
     data: dict[str, Any] = {"id": [str(i) for i in ids]}
     if isinstance(s, Mapping):
         for name, values in s.items():
@@ -240,6 +244,8 @@ def write_label_set(frame: Any, path: Any, *args: Any, y: np.ndarray | None = No
             The array form ``write_label_set(path, ids, s, y=...)`` (see :func:`label_frame`) is
             accepted as well.
         path: The file to write (.parquet or .csv); its folder is created.
+        *args: In the array form, ``s`` (see :func:`label_frame`); nothing with a frame.
+        y: In the array form, the true classes (a test set's column ``y``); None with a frame.
 
     Returns:
         The path written.
@@ -267,8 +273,11 @@ def write_label_set(frame: Any, path: Any, *args: Any, y: np.ndarray | None = No
 # summary
 # ---------------------------------------------------------------------------------------------
 def describe_label_set(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Counts for ``impulses info``: rows, labeled positives, unlabeled, and with ``y`` the positives
-    among the unlabeled, π = p(y=1 | s=0), and the label frequency c = p(s=1 | y=1)."""
+    """Counts of a label-set file for ``impulses info``.
+
+    Rows, labeled positives, unlabeled, and with ``y`` the positives among the unlabeled,
+    π = p(y=1 | s=0), and the label frequency c = p(s=1 | y=1).
+    """
     path, frame = _read_frame(path)
     ids = _ids(path, frame)
     columns = label_columns(frame)

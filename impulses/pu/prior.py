@@ -65,6 +65,7 @@ class PriorEstimate:
     details: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The estimate as a plain dict (JSON output)."""
         return asdict(self)
 
 
@@ -400,8 +401,10 @@ def _tedn_epoch(
 
 
 class _Adam:
-    """torch.optim.Adam's update (L2 ``weight_decay`` added to the gradient), without importing
-    torch.optim, whose import pulls in torch._dynamo (seconds)."""
+    """torch.optim.Adam's update (L2 ``weight_decay`` added to the gradient).
+
+    Written out to avoid importing torch.optim, whose import pulls in torch._dynamo (seconds).
+    """
 
     def __init__(
         self, params: list[Any], *, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)

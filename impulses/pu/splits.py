@@ -201,6 +201,7 @@ class SplitStats:
 
     @property
     def n(self) -> int:
+        """Number of samples in the split (positives + negatives)."""
         return self.n_positive + self.n_negative
 
     @property
@@ -215,7 +216,7 @@ class SplitStats:
 
     @property
     def label_frequency(self) -> float:
-        """c = p(s=1 | y=1), exact for this split."""
+        """The label frequency c = p(s=1 | y=1), exact for this split."""
         return self.n_labeled / self.n_positive
 
     @property
@@ -229,6 +230,7 @@ class SplitStats:
         return f"{self.n_labeled:,}:{self.n_unlabeled:,}"
 
     def as_dict(self) -> dict[str, Any]:
+        """The counts and derived rates as a plain dict (JSON output)."""
         data: dict[str, Any] = asdict(self)
         data.update(
             n=self.n,
@@ -251,6 +253,7 @@ class PUSplit:
 
     @property
     def label_columns(self) -> list[str]:
+        """The label-set columns (``s`` or ``s_<name>``) of ``labels``."""
         return [c for c in self.labels.columns if c == "s" or c.startswith("s_")]
 
 

@@ -93,7 +93,7 @@ def head_grid(
     true_label_column: str = TRUE_LABELS,
     surrogate: str = "sigmoid",
 ) -> list[GridHead]:
-    """losses × priors × distortions × seeds × label sets, without heads that would be identical.
+    """The grid: losses × priors × distortions × seeds × label sets, without heads that would be identical.
 
     A PU head's prior is ``base prior × distortion`` (the paper's misspecification study) and must
     stay in (0, 1): a product outside is an error naming it (clipping would silently change the

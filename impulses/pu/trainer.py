@@ -190,6 +190,7 @@ class FeatureSource:
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of one row of features."""
         return self.shape[1] * self.dtype.itemsize
 
     def read(self, positions: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -678,8 +679,11 @@ class Trainer:
         track_loss: bool,
         in_order: bool,
     ) -> np.ndarray | None:
-        """The epoch as PyTorch ops per step: gather the batch into a buffer, addmm, closed-form
-        gradient, mm, Adam (fused kernel where all heads share a step count)."""
+        """Run the epoch as PyTorch ops per step.
+
+        Each step gathers the batch into a buffer, then addmm, closed-form gradient, mm, Adam (the
+        fused kernel where all heads share a step count).
+        """
         dev, k, nb = self.device, self.k, len(sizes)
         # batches where every head steps with the same count use the fused kernel (one op)
         uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
@@ -725,8 +729,7 @@ class Trainer:
         return loss_sum[0].cpu().numpy(), vf.sum(0).cpu().numpy()
 
     def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias
-        corrections."""
+        """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias corrections."""
         beta1, beta2 = self.betas
         step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
         inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
@@ -770,5 +773,6 @@ class Trainer:
         }
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The heads' weights (D, K) and biases (K,) as float32 numpy arrays."""
         theta = self.theta.float().cpu()
         return theta[:, : self.d].t().numpy().copy(), theta[:, self.d].numpy().copy()
