@@ -23,8 +23,8 @@ import numpy as np
 
 from impulses.data.manifest import encode_labels
 from impulses.embed.store import DTYPES, EmbeddingStore, StoreError, StoreSpec, StoreWriter
-from impulses.encoders.checkpoint import file_sha256
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.files import file_sha256
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".parquet", ".safetensors")
 EMBEDDING_NAMES = ("embeddings", "X")  # array/tensor names looked for in .npz and .safetensors files

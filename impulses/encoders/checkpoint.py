@@ -71,15 +71,6 @@ def load_checkpoint(
     return checkpoint
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hex sha256 over a state dict's sorted names, dtypes, shapes and raw bytes (deterministic)."""
     digest = hashlib.sha256()

@@ -21,12 +21,12 @@ from impulses.encoders.augment import test_transform_config
 from impulses.encoders.checkpoint import (
     CHECKPOINT_NAME,
     checkpoint_path,
-    file_sha256,
     load_checkpoint,
     state_dict_sha256,
 )
 from impulses.encoders.registry import create_encoder, registered
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.files import file_sha256
 
 RANDOM_INIT_SEED = 0
 

@@ -27,7 +27,6 @@ classes to π′. For probabilities use ``HeadsResult.predict_proba`` (PU Platt 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ import numpy as np
 
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.files import file_sha256
 
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
@@ -136,7 +136,7 @@ def save_portable(
     header = {"format": PORTABLE_FORMAT, "version": str(PORTABLE_VERSION), "sidecar": sidecar_path.name}
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
-        sha256 = _sha256(tmp)
+        sha256 = file_sha256(tmp)
     sidecar = {
         "format": PORTABLE_FORMAT,
         "version": PORTABLE_VERSION,
@@ -198,7 +198,7 @@ def load_portable(path: str | Path) -> HeadsResult:
             f"(this impulses reads version {PORTABLE_VERSION})"
         )
     recorded = sidecar.get("weights_sha256")
-    if recorded is not None and _sha256(weights_path) != recorded:
+    if recorded is not None and file_sha256(weights_path) != recorded:
         raise ImpulsesError(
             f"{weights_path}: sha256 differs from the one {sidecar_path.name} records; "
             "the two files come from different saves"
@@ -552,11 +552,3 @@ def _jsonable(value: Any, where: str) -> Any:
         param,
         f"{entry.strip()} holds a value of type {type(value).__name__}, which JSON cannot represent".strip(),
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

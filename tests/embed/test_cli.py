@@ -204,7 +204,8 @@ def test_weights_file_and_pretrain_checkpoint_are_accepted(tmp_path: Path, cli) 
     import torch
 
     from impulses.encoders.augment import test_transform_config
-    from impulses.encoders.checkpoint import file_sha256, save_checkpoint
+    from impulses.encoders.checkpoint import save_checkpoint
+    from impulses.files import file_sha256
 
     data = ["--data", "digits[0:24]", "--no-progress"]
     model = _trained_smallcnn(1)

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("impulses.data.sources", reason="impulses pretrain --data needs impulses.data.sources")
 
-from impulses.encoders.checkpoint import file_sha256, load_checkpoint
+from impulses.encoders.checkpoint import load_checkpoint
+from impulses.files import file_sha256
 
 TRAIN = (
     "--data",

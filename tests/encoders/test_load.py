@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from impulses.encoders import LoadedEncoder, load_encoder
-from impulses.encoders.checkpoint import file_sha256, state_dict_sha256
+from impulses.encoders.checkpoint import state_dict_sha256
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.files import file_sha256
 
 
 def test_by_name_is_frozen_and_reproducible() -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from impulses.data.sources import open_source
 from impulses.encoders import load_encoder
-from impulses.encoders.checkpoint import file_sha256, load_checkpoint
+from impulses.encoders.checkpoint import load_checkpoint
 from impulses.encoders.losses import debiased_contrastive_loss
 from impulses.encoders.pretrain import (
     ContrastiveModel,
@@ -28,6 +28,7 @@ from impulses.encoders.pretrain import (
 from impulses.encoders.projector import Projector
 from impulses.encoders.registry import create_encoder, register_encoder, registered
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.files import file_sha256
 from tests.encoders.conftest import DigitsSource
 
 CHECKPOINT_KEYS = {
