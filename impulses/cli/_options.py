@@ -17,6 +17,15 @@ ProgressOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("-q", "--quiet", help="No progress bar and no informational lines on stderr.")
 ]
+DATA_SPECS = (
+    "digits, fashion-mnist[:train|:test], cifar10[:train|:test], cifar100[:train|:test], imagefolder:PATH, "
+    "manifest:FILE.csv|.parquet or webdataset:SHARDS.tar; may end in a row range such as [0:5000]"
+)
+"""The dataset spec forms (:func:`impulses.data.sources.open_source`), for the help of every ``--data``."""
+DataOption = Annotated[str, typer.Option(help=f"Dataset spec: {DATA_SPECS}.")]
+OptionalDataOption = Annotated[
+    str | None, typer.Option(help=f"Dataset spec (default: the resumed run's): {DATA_SPECS}.")
+]
 DataRootOption = Annotated[Path | None, typer.Option(help="Folder holding (or receiving) the dataset files.")]
 DownloadOption = Annotated[
     bool, typer.Option("--download", help="Let torchvision download a missing dataset.")

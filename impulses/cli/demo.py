@@ -32,6 +32,7 @@ def demo_command(
     trained end to end without pretraining, and a results table. Rerunning reuses finished steps.
 
     Examples:
+
         impulses demo
 
         impulses demo --out runs/demo2 --plot figures --json

@@ -9,6 +9,7 @@ import typer
 
 from impulses.cli._options import (
     CifarStemOption,
+    DataOption,
     DataRootOption,
     DeviceOption,
     DownloadOption,
@@ -21,13 +22,7 @@ from impulses.cli._stores import check_store_out
 
 
 def embed_command(
-    data: Annotated[
-        str,
-        typer.Option(
-            help="Dataset spec: digits, fashion-mnist[:train|:test], cifar10[:train|:test], "
-            "cifar100[:train|:test] or imagefolder:PATH; may end in a row range such as [0:5000]."
-        ),
-    ],
+    data: DataOption,
     encoder: Annotated[
         str, typer.Option(help="A registered or timm encoder name, or an `impulses pretrain` checkpoint.")
     ],
@@ -75,6 +70,7 @@ def embed_command(
     joins them (HDF5 virtual datasets) into --out.
 
     Examples:
+
         impulses embed --data digits --encoder smallcnn --out runs/digits.h5
 
         impulses embed --data fashion-mnist:test --data-root data/fashion-mnist --encoder resnet18 --cifar-stem --out runs/fm-test.h5

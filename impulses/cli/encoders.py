@@ -25,6 +25,7 @@ def encoders_command(
     asked for explicitly, its random initial weights (--random-init). Reads timm's registry: no network.
 
     Examples:
+
         impulses encoders
 
         impulses encoders 'resnet*' --pretrained-only

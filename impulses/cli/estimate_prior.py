@@ -36,6 +36,7 @@ def estimate_prior_command(
     BBE (Garg et al. 2021) gives a confidence interval; with a y column the true π is shown too.
 
     Examples:
+
         impulses estimate-prior --train train.h5 --labels labels.parquet
 
         impulses estimate-prior --train train.h5 --labels labels.csv --label-set 2 --json

@@ -54,6 +54,7 @@ def import_command(
     records the file it came from and its sha256.
 
     Examples:
+
         impulses import features.npz --out runs/features.h5
 
         impulses import clip.parquet --id-column path --embedding-column clip --target-column label --out runs/clip.h5

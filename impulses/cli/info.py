@@ -27,6 +27,7 @@ def info_command(
     """Show what a store or label set holds.
 
     Examples:
+
         impulses info runs/digits.h5
 
         impulses info runs/digits.h5 --check --skip-nonfinite

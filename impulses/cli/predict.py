@@ -86,6 +86,7 @@ def predict_command(
     A store embedded by another encoder or transform than the heads' training store is refused (--allow-other-encoder overrides). --data embeds the images first with the training store's encoder, exactly as impulses embed does (cached and resumable).
 
     Examples:
+
         impulses predict --heads runs/heads/heads.pt --store test.h5 --out scores.parquet
 
         impulses predict --heads runs/heads/heads.pt --store test.h5 --prevalence 0.4 --threshold bayes --out scores.csv --json

@@ -14,6 +14,7 @@ from impulses.cli._options import (
     DeviceOption,
     DownloadOption,
     JsonOption,
+    OptionalDataOption,
     ProgressOption,
     QuietOption,
 )
@@ -22,12 +23,7 @@ from impulses.cli._output import note, print_json, say
 
 def pretrain_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory: last.pt (checkpoint) and history.csv.")],
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="Dataset spec: digits, fashion-mnist[:train], cifar10[:train], imagefolder:PATH, ..."
-        ),
-    ] = None,
+    data: OptionalDataOption = None,
     data_root: DataRootOption = None,
     download: DownloadOption = False,
     encoder: Annotated[
@@ -84,6 +80,7 @@ def pretrain_command(
     path and the per-epoch history.
 
     Examples:
+
         impulses pretrain --data digits --encoder smallcnn --epochs 15 --batch-size 64 --lr 1e-3 --out runs/digits
 
         impulses pretrain --data cifar10:train --encoder resnet50 --cifar-stem --epochs 400 --out runs/c10

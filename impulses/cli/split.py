@@ -62,6 +62,7 @@ def split_command(
     stay out of the label set (as samples of unknown class).
 
     Examples:
+
         impulses split --store train.h5 --preset fashion-mnist-imbalanced --out labels.parquet
 
         impulses split --store train.h5 --preset cifar10-imbalanced --out l.parquet --test test.h5 --test-out t.parquet

@@ -206,6 +206,7 @@ def train_head_command(
     Metrics (decision at logit 0) are on --test when given, else on the training rows' y when the label set has it; 'seconds' is the wall time of the one joint training run of all heads.
 
     Examples:
+
         impulses train-head --train train.h5 --labels labels.parquet --prior 0.074 --out runs/heads
 
         impulses train-head --train train.h5 --labels l.parquet --prior 0.074 --distortion 0.1,0.5,1,2,5,10 --seeds 3 --test test.h5 --test-labels t.parquet --eval-every 1 --out runs/distortion
