@@ -127,8 +127,10 @@ def train_head_command(
     kernel: Annotated[
         str,
         typer.Option(
-            help="How a CPU step reads its batch: fused (numba; reads shuffled rows in place, fastest "
-            "for few heads), torch (gather + MKL, fastest for many) or auto (fused up to 12 heads)."
+            help="How a step reads its batch: fused (numba, CPU; reads shuffled rows in place, fastest "
+            "for few heads), wide (numba, CPU; 4x4 tiles of rows and heads, fastest for many), torch "
+            "(gather + matrix products; the one on CUDA) or auto (on a CPU with numba fused up to 12 "
+            "heads, wide beyond; torch otherwise)."
         ),
     ] = "auto",
     max_memory: Annotated[
