@@ -36,6 +36,11 @@ from impulses.runtime import numba_cache_dir
 _CACHE_DIR = numba_cache_dir(Path(__file__).parent)
 if _CACHE_DIR:
     os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
+# Kernel threads that reach a barrier early sleep instead of spinning (unless the user chose): where
+# other jobs hold the cores, a spinning wait costs a scheduler time slice per barrier. Measured on a
+# loaded 2-core machine, 5 epochs of 33,000 x 2048 on 2 threads: one head 10.4 s spinning, 0.12 s
+# sleeping (0.11 s on one thread); 64 heads (wide) 16.3 s vs 1.67 s (benchmarks/results/numba-wait-policy.json).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     import numba

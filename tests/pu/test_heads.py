@@ -562,3 +562,18 @@ def test_cuda_matches_cpu() -> None:
     np.testing.assert_allclose(gpu.W, cpu.W, atol=1e-4)
     bf16 = train_heads(X, s, heads, epochs=3, batch_size=64, device="cuda", feature_dtype="bfloat16")
     assert np.all(np.isfinite(bf16.W))
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_kernel_threads_sleep_at_barriers_unless_the_user_chose(given, expected) -> None:
+    """Spinning OpenMP waits cost a time slice per barrier on a busy machine (85x slower, measured)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, impulses.pu.kernels; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
