@@ -158,8 +158,15 @@ def test_estimate_prior_is_close_to_the_true_prior(cli, gaussian_store, tmp_path
     bbe = summary["estimates"]["bbe"]
     assert abs(bbe["prior"] - 700 / 4700) <= 0.03 and bbe["lower"] <= 700 / 4700 <= bbe["upper"]
     assert 0.0 <= summary["estimates"]["elkan-noto"]["prior"] <= 1.0
-    table = cli("estimate-prior", "--train", gaussian_store, "--labels", labels)
-    assert table.code == 0 and "BBE" in table.stdout and "Elkan" in table.stdout and "0.1489" in table.stdout
+    tedn = summary["estimates"]["tedn"]  # the estimator --prior auto uses is shown by default
+    assert abs(tedn["prior"] - 700 / 4700) <= 0.03
+    table = cli("estimate-prior", "--train", gaussian_store, "--labels", labels, "--method", "bbe")
+    assert (
+        table.code == 0 and "BBE" in table.stdout and "Elkan" not in table.stdout and "0.1489" in table.stdout
+    )
+    unknown = cli("estimate-prior", "--train", gaussian_store, "--labels", labels, "--method", "mpe")
+    assert unknown.code == 2 and unknown.stderr.startswith("error: --method ['mpe'] not known")
+    assert unknown.stderr.count("\n") == 1
 
 
 def test_estimate_prior_label_set_choice_and_errors(cli, gaussian_store, tmp_path):

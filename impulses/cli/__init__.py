@@ -50,6 +50,7 @@ FLAGS = {
     "label_sets": "--label-set",
     "names": "--label-set",
     "out_dir": "--out",
+    "methods": "--method",
 }
 
 

@@ -10,9 +10,9 @@ import typer
 from impulses.cli._options import JsonOption, QuietOption, SkipNonfiniteOption
 from impulses.cli._output import note, print_json, print_table
 from impulses.cli._stores import read_training
-from impulses.errors import LabelSetError
+from impulses.errors import LabelSetError, ParameterError
 
-METHOD_NAMES = {"bbe": "BBE", "elkan-noto": "Elkan–Noto"}
+METHOD_NAMES = {"bbe": "BBE", "elkan-noto": "Elkan–Noto", "tedn": "TEDⁿ"}
 
 
 def estimate_prior_command(
@@ -27,13 +27,17 @@ def estimate_prior_command(
     folds: Annotated[
         int, typer.Option(min=2, help="Cross-fitting folds of the P-vs-U classifier (at least 2).")
     ] = 2,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="Repeatable: bbe, elkan-noto, tedn (what --prior auto uses). (default: all three)"),
+    ] = None,
     skip_nonfinite: SkipNonfiniteOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Estimate the prior π = p(y=1|s=0), the share of positives among the unlabeled (BBE and Elkan–Noto).
+    """Estimate the prior π = p(y=1|s=0), the share of positives among the unlabeled (BBE, Elkan–Noto, TEDⁿ).
 
-    BBE (Garg et al. 2021) gives a confidence interval; with a y column the true π is shown too.
+    BBE and TEDⁿ (Garg et al. 2021) give a confidence interval; with a y column the true π is shown too. TEDⁿ is the estimate train-head --prior auto uses.
 
     Examples:
 
@@ -41,8 +45,12 @@ def estimate_prior_command(
 
         impulses estimate-prior --train train.h5 --labels labels.csv --label-set 2 --json
     """
-    from impulses.pu.prior import prior_report
+    from impulses.pu.prior import PRIOR_METHODS, prior_report
 
+    methods = tuple(method or ("bbe", "elkan-noto", "tedn"))
+    unknown = [m for m in methods if m not in PRIOR_METHODS]
+    if unknown:  # before any reading, so the error comes alone
+        raise ParameterError("methods", f"{unknown} not known (known: {', '.join(PRIOR_METHODS)})")
     names = [label_set] if label_set is not None else None
     training = read_training(train, labels, names, skip_nonfinite=skip_nonfinite)
     if len(training.names) > 1:
@@ -50,10 +58,10 @@ def estimate_prior_command(
             f"{labels} holds label sets {', '.join(training.names)}: choose one with --label-set"
         )
     note(
-        f"fitting the P-vs-U classifier on {len(training.X):,} x {training.X.shape[1]} features ...",
+        f"fitting the P-vs-U classifiers on {len(training.X):,} x {training.X.shape[1]} features ...",
         quiet=quiet,
     )
-    report = prior_report(training.X, training.S[:, 0], training.y, n_folds=folds, seed=seed)
+    report = prior_report(training.X, training.S[:, 0], training.y, methods=methods, n_folds=folds, seed=seed)
     if as_json:
         print_json({"train": str(train), "labels": str(labels), "label_set": label_set, **report})
         return

@@ -531,14 +531,22 @@ def auto_prior(
 
 
 def prior_report(
-    X: np.ndarray, s: np.ndarray, y: np.ndarray | None = None, *, n_folds: int = 2, seed: int = 0
+    X: np.ndarray,
+    s: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    methods: tuple[str, ...] = ("bbe", "elkan-noto", "tedn"),
+    n_folds: int = 2,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """BBE and Elkan–Noto estimates of π for one label set, with the class prior p(y=1) each implies.
+    """Estimates of π for one label set (BBE, Elkan–Noto, TEDⁿ), with the class prior p(y=1) each implies.
 
     Args:
         X: Features (N, D).
         s: Labels (N,), 1 = labeled positive.
         y: True labels (N,), when known: the true π and each estimate's error are added.
+        methods: The estimators to run (see :func:`estimate_prior`); TEDⁿ is what ``auto_prior``
+            uses by default.
         n_folds: Cross-fitting folds of the P-vs-U classifier (at least 2).
         seed: Seed of the folds.
 
@@ -553,7 +561,7 @@ def prior_report(
     if int(n_folds) < 2:
         raise ParameterError("n_folds", f"must be at least 2, got {n_folds}")
     s = np.asarray(s).astype(np.int64).ravel()
-    estimates = estimate_prior(X, s, n_folds=n_folds, seed=seed)
+    estimates = estimate_prior(X, s, methods=tuple(methods), n_folds=n_folds, seed=seed)
     n_l, n_u = int(s.sum()), int((s == 0).sum())
     true_prior = None
     if y is not None:
