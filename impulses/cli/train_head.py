@@ -238,6 +238,11 @@ def train_head_command(
         raise ParameterError("calibrate_fraction", f"must be in (0, 1), got {calibrate_fraction:g}")
     needs_y = any(get_loss(name).labels == "y" for name in losses)
     budget = parse_bytes(max_memory)
+    if budget is not None and skip_nonfinite:
+        raise ParameterError(
+            ("max_memory", "skip_nonfinite"),
+            "do not go together: rows read in windows are checked, not left out",
+        )
     if budget is not None and calibrate:
         raise ParameterError(
             ("max_memory", "calibrate"), "do not go together: calibration holds rows out in memory"

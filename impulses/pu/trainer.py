@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from impulses.errors import ParameterError
+from impulses.errors import ParameterError, StoreError
 from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -161,11 +161,13 @@ class FeatureSource:
     ``data`` is an :class:`~impulses.embed.store.EmbeddingStore` (its HDF5 dataset is read), an
     ``h5py.Dataset``, or any 2-D array-like that slices (a NumPy array or memmap). ``rows`` picks the
     training rows among its rows (a label set's rows in the store; default all); reads are fastest
-    when they increase (contiguous runs are one ``read_direct`` each). Rows are not checked for
-    NaN/Inf here: open the store with its finiteness check (``check_finite``) when in doubt.
+    when they increase (contiguous runs are one ``read_direct`` each). Each row is checked for
+    NaN/Inf the first time it is read (a :class:`~impulses.errors.StoreError` names the store and
+    the row's id), so a window costs one extra pass over its new rows in the first epoch only.
     """
 
     def __init__(self, data: Any, rows: np.ndarray | None = None) -> None:
+        self._store = data if hasattr(data, "ids") else None
         self.data = getattr(data, "embeddings", data)
         if len(self.data.shape) != 2:
             raise ParameterError("X", f"must be 2-D (N, D), got shape {tuple(self.data.shape)}")
@@ -177,6 +179,7 @@ class FeatureSource:
         self.ndim = 2
         self.dtype = np.dtype(str(self.data.dtype))
         self.block_rows = _chunk_rows(self.data)
+        self._checked = np.zeros(total, dtype=bool)  # rows already seen finite
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -204,13 +207,27 @@ class FeatureSource:
             by_row = np.argsort(src, kind="stable")
             for lo_i, hi_i, lo, hi in _runs(src[by_row]):
                 view[by_row[lo_i:hi_i]] = self.data[lo:hi]
-            return view
-        for lo_i, hi_i, lo, hi in _runs(src):
-            if direct:
-                self.data.read_direct(out, np.s_[lo:hi], np.s_[lo_i:hi_i])
-            else:
-                view[lo_i:hi_i] = self.data[lo:hi]
+        else:
+            for lo_i, hi_i, lo, hi in _runs(src):
+                if direct:
+                    self.data.read_direct(out, np.s_[lo:hi], np.s_[lo_i:hi_i])
+                else:
+                    view[lo_i:hi_i] = self.data[lo:hi]
+        self._check_finite(src, view)
         return view
+
+    def _check_finite(self, src: np.ndarray, view: np.ndarray) -> None:
+        """Raise on the first row read for the first time that holds NaN or Inf."""
+        new = ~self._checked[src]
+        if not new.any():
+            return
+        finite = np.isfinite(view[new]).all(axis=1)
+        if not finite.all():
+            row = int(src[new][np.argmin(finite)])
+            name = repr(str(self._store.ids[row])) if self._store is not None else f"at row {row}"
+            where = getattr(self._store, "path", "the features")
+            raise StoreError(f"{where}: row {name} holds NaN or Inf; fix the features, or leave that row out")
+        self._checked[src[new]] = True
 
 
 def _chunk_rows(data: Any) -> int:

@@ -113,3 +113,18 @@ def test_max_memory_is_validated(tmp_path) -> None:
         train_heads(ds, s, HEADS[:1], epochs=1, max_memory=1000)
     assert parse_bytes("2G") == 2 << 30 and parse_bytes("512MiB") == 512 << 20 and parse_bytes("100") == 100
     assert window_plan(FeatureSource(ds), 4 * 50 * 32 * 2 * 3, 64) == (50, 3)
+
+
+def test_windows_refuse_rows_holding_nan_naming_the_row(tmp_path) -> None:
+    from impulses.errors import StoreError
+
+    _, X, s = pu_store(tmp_path)
+    X = X.copy()
+    X[700, 3] = np.nan
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f.create_dataset("embeddings", data=X, chunks=(50, X.shape[1]))
+    ds = h5py.File(tmp_path / "nan.h5", "r")["embeddings"]
+    with pytest.raises(StoreError, match="at row 700 holds NaN or Inf"):
+        train_heads(ds, s, HEADS[:1], epochs=1, batch_size=64, max_memory=64 * 1024)
+    source = FeatureSource(ds, rows=np.r_[0:700, 701:1200])  # the row left out: read and train fine
+    assert np.isfinite(source[0:1199]).all()
