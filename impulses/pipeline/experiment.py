@@ -745,9 +745,13 @@ def _stage_totals(result: ExperimentResult) -> list[str]:
     if history.exists():
         epochs = pl.read_csv(history).filter(pl.col("epoch") > 0)
         lines.append(f"pretraining, all {len(epochs)} epochs: {epochs['seconds'].sum():.1f}")
-    e2e = result.runs.filter(~pl.col("pretrained"))
-    if len(e2e):
-        lines.append(f"end-to-end baselines, all {len(e2e)} runs: {e2e['seconds'].sum():.1f}")
+    baselines = result.runs.filter(~pl.col("pretrained"))
+    for what, rows in (
+        ("end-to-end baselines", baselines.filter(pl.col("method") != RAW_PIXELS)),
+        ("raw-pixel heads", baselines.filter(pl.col("method") == RAW_PIXELS)),
+    ):
+        if len(rows):
+            lines.append(f"{what}, all {len(rows)} runs: {rows['seconds'].sum():.1f}")
     return ["", "Across invocations: " + "; ".join(lines)] if lines else []
 
 

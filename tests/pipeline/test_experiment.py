@@ -187,7 +187,9 @@ def test_raw_pixel_head_is_one_imbnnpu_head_per_label_set(decoded_run) -> None:
     assert raw["prior"].to_list() == pytest.approx([result.split["prior"]] * 2)
     assert raw["auc"].is_between(0, 1).all()
     assert RAW_PIXELS in result.summary["method"].to_list()
-    assert f"| {RAW_PIXELS} | False |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"| {RAW_PIXELS} | False |" in report
+    assert "end-to-end baselines, all 4 runs" in report and "raw-pixel heads, all 2 runs" in report
     key = json.loads((out / "raw_pixels.json").read_text())["key"]
     assert key["image_size"] == 8 and key["head_epochs"] == DECODED.head_epochs
     assert json.loads((out / "end_to_end.json").read_text())["key"]["image_size"] == 8
