@@ -837,11 +837,11 @@ player, 3 chain saw, 6 garbage truck, 7 gas pump} positive, downsampled to 573 o
 the paper's imbalance; val (3,925 photos) is the test set.
 
 Every photo is decoded once to 32 px (the ``cifar`` preset's views). On the 2 CPU cores shared with
-other jobs (load average 8-15) the ``smallcnn-pooled`` training step ran 56 image pairs/s model-only at
-32 px at the quietest and ~13 pairs/s in the run itself; 48 px costs ~2.2x more per image and
-ResNet-18 with the CIFAR stem far more, so 32 px and the small encoder are what gets a few epochs in
-30 minutes (``pretrain_epochs`` is where the 30-minute budget ran out; the loss has no schedule, so a
-longer run resumes the checkpoint). The heads use lr 1e-3 like the Fashion-MNIST run's, 1,000 epochs
+other jobs (load average 4-15) a model-only ``smallcnn-pooled`` step (batch 256, channels_last) ran
+56 image pairs/s at 32 px and 23 at 48 px, and ResNet-18 with the CIFAR stem did not finish 4 steps
+in the same 5-minute probe; the run's epochs took 45-450 s as the load changed. So 32 px and the
+small encoder are what gets ~12 epochs into 30 minutes (the optimiser has no schedule, so a longer
+run resumes the checkpoint and continues the same trajectory). The heads use lr 1e-3 like the Fashion-MNIST run's, 1,000 epochs
 of ~25 batches (25,000 Adam steps, 10x the paper's defaults); the end-to-end baselines get a modest
 budget (3 epochs of batch 128 at lr 1e-3, ~150 steps); the floor is a linear imbnnPU head on the
 3,072 raw pixels, trained like the heads."""
