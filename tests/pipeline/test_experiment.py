@@ -11,7 +11,18 @@ import polars as pl
 import pytest
 
 from impulses.embed.store import EmbeddingStore
-from impulses.pipeline.experiment import DEMO, SWEEP, ExperimentResult, _summary, run_experiment
+from impulses.pipeline.experiment import (
+    DEMO,
+    IMAGENETTE,
+    RAW_PIXELS,
+    SWEEP,
+    ExperimentResult,
+    _ImageTensors,
+    _Subset,
+    _summary,
+    _under_root,
+    run_experiment,
+)
 
 TINY = replace(
     DEMO,
@@ -142,3 +153,94 @@ def test_end_to_end_baselines_are_reused_only_with_the_same_key(run) -> None:
     run_experiment(TINY, out, plots=False, progress=False, log=messages.append)
     assert not any("reused" in m and "finished runs" in m for m in messages)
     assert json.loads(cache.read_text())["key"]["e2e_lr"] == TINY.e2e_lr
+
+
+# the same protocol on images decoded once at a working resolution, with the raw-pixel floor
+DECODED = replace(TINY, image_size=8, preset="cifar", raw_pixel_head=True, distortions=(1.0,))
+
+
+@pytest.fixture(scope="module")
+def decoded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResult, Path, list[str]]:
+    out = tmp_path_factory.mktemp("decoded")
+    messages: list[str] = []
+    result = run_experiment(DECODED, out, plots=False, progress=False, log=messages.append)
+    return result, out, messages
+
+
+def test_images_are_decoded_once_at_the_working_resolution(decoded_run) -> None:
+    _, out, messages = decoded_run
+    decoded = np.load(out / "decoded-train-8px" / "images.npy", mmap_mode="r")
+    assert decoded.shape == (1797, 8, 8, 3) and decoded.dtype == np.uint8
+    assert sum("decoding 1,797 images" in m for m in messages) == 1
+    with EmbeddingStore.open(out / "train.h5") as store:
+        assert len(store) == 1797 and store.meta["transform"]["image_size"] == 8
+    messages.clear()
+    run_experiment(DECODED, out, plots=False, progress=False, log=messages.append)
+    assert not any("decoding" in m for m in messages)  # a rerun reads the decoded arrays
+
+
+def test_raw_pixel_head_is_one_imbnnpu_head_per_label_set(decoded_run) -> None:
+    result, out, _ = decoded_run
+    raw = result.runs.filter(pl.col("method") == RAW_PIXELS).sort("label_set")
+    assert raw["label_set"].to_list() == [0, 1]
+    assert not raw["pretrained"].any() and raw["loss"].to_list() == ["imbnnpu"] * 2
+    assert raw["prior"].to_list() == pytest.approx([result.split["prior"]] * 2)
+    assert raw["auc"].is_between(0, 1).all()
+    assert RAW_PIXELS in result.summary["method"].to_list()
+    report = (out / "report.md").read_text()
+    assert f"| {RAW_PIXELS} | False |" in report
+    assert "end-to-end baselines, all 4 runs" in report and "raw-pixel heads, all 2 runs" in report
+    key = json.loads((out / "raw_pixels.json").read_text())["key"]
+    assert key["image_size"] == 8 and key["head_epochs"] == DECODED.head_epochs
+    assert json.loads((out / "end_to_end.json").read_text())["key"]["image_size"] == 8
+
+
+def test_raw_pixel_heads_are_reused_only_with_the_same_key(decoded_run) -> None:
+    result, out, _ = decoded_run
+    messages: list[str] = []
+    again = run_experiment(DECODED, out, plots=False, progress=False, log=messages.append)
+    assert any("raw-pixel heads: reused 2" in m for m in messages)
+    same = again.runs.filter(pl.col("method") == RAW_PIXELS).sort("label_set")["auc"].to_list()
+    assert same == result.runs.filter(pl.col("method") == RAW_PIXELS).sort("label_set")["auc"].to_list()
+    messages.clear()
+    run_experiment(replace(DECODED, head_epochs=4), out, plots=False, progress=False, log=messages.append)
+    assert any("raw-pixel heads: 2 heads on 192 pixel features x 4 epochs" in m for m in messages)
+
+
+def test_raw_pixels_are_the_decoded_images_normalised(decoded_run) -> None:
+    from impulses.data.decoded import DecodedSource, open_decoded
+    from impulses.data.sources import open_source
+    from impulses.encoders.augment import CIFAR_MEAN, CIFAR_STD
+
+    _, out, _ = decoded_run
+    decoded = open_decoded(out / "decoded-train-8px")
+    source = DecodedSource(open_source("digits"), decoded)
+    rows = np.array([3, 0, 17])
+    images = _ImageTensors(source, rows, source, rows[:1], out / "encoder" / "last.pt")
+    expected = (np.asarray(decoded.images[rows], dtype=np.float32) / 255 - CIFAR_MEAN) / CIFAR_STD
+    np.testing.assert_allclose(images.train.numpy(), expected.transpose(0, 3, 1, 2), atol=1e-5)
+    assert images.test.shape == (1, 3, 8, 8)
+
+
+def test_imagefolder_specs_resolve_under_the_data_root(tmp_path: Path) -> None:
+    assert _under_root("imagefolder:train", str(tmp_path)) == f"imagefolder:{tmp_path / 'train'}"
+    assert _under_root("imagefolder:/abs/val", str(tmp_path)) == "imagefolder:/abs/val"
+    assert _under_root("imagefolder:train", None) == "imagefolder:train"
+    assert _under_root("fashion-mnist:test", str(tmp_path)) == "fashion-mnist:test"
+
+
+def test_subset_digest_names_the_source_and_the_rows() -> None:
+    from impulses.data.sources import open_source
+
+    digits = open_source("digits")
+    assert _Subset(digits, [1, 2]).digest == _Subset(digits, np.array([1, 2])).digest
+    assert _Subset(digits, [1, 2]).digest != _Subset(digits, [2, 1]).digest
+    assert _Subset(digits, [1, 2]).sample_id(1) == digits.sample_id(2)
+
+
+def test_imagenette_config_matches_its_documented_split() -> None:
+    assert IMAGENETTE.positive_classes == (2, 3, 6, 7) and IMAGENETTE.n_positive == 573
+    labeled = round(IMAGENETTE.label_frequency * IMAGENETTE.n_positive)
+    assert labeled == 115
+    # π among the unlabeled: 458 unlabeled positives among 458 + 5,726 negatives
+    assert (573 - labeled) / (573 - labeled + 5726) == pytest.approx(0.0741, abs=5e-5)
