@@ -1,6 +1,6 @@
 """README's "--prior auto" recipe, end to end on scikit-learn's digits, with no label but the PU labels.
 
-Estimate π as `--prior auto` does (TEDⁿ, with BBE's interval), sweep heads around the estimate, select one by PU-AUC on
+Estimate π as `--prior auto` does (BBE, with its interval), sweep heads around the estimate, select one by PU-AUC on
 held-out PU rows, calibrate it on the same rows by PU Platt scaling and score new rows with
 probabilities. The true labels are only read to check the outcome.
 """
@@ -46,7 +46,7 @@ def hold_out(s: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def test_prior_auto_recipe_selects_and_calibrates_without_labels(digits_pu) -> None:
     X, s = digits_pu["X"], digits_pu["s"]
-    # 1. estimate π = p(y=1 | s=0) as `--prior auto` does (TEDⁿ, with BBE's interval)
+    # 1. estimate π = p(y=1 | s=0) as `--prior auto` does (BBE, with its interval)
     estimate = auto_prior(X, s)
     # 2. hold out half of the labeled and of the unlabeled rows (PU Platt needs enough held-out labeled
     #    positives: with a quarter, ~36 here, its fit was off by 0.18 in mean probability); sweep

@@ -29,7 +29,7 @@ def estimate_prior_command(
     ] = 2,
     method: Annotated[
         list[str] | None,
-        typer.Option(help="Repeatable: bbe, elkan-noto, tedn (what --prior auto uses). (default: all three)"),
+        typer.Option(help="Repeatable: bbe, elkan-noto, tedn (--prior auto uses bbe). (default: all three)"),
     ] = None,
     skip_nonfinite: SkipNonfiniteOption = False,
     quiet: QuietOption = False,
@@ -37,7 +37,7 @@ def estimate_prior_command(
 ) -> None:
     """Estimate the prior π = p(y=1|s=0), the share of positives among the unlabeled (BBE, Elkan–Noto, TEDⁿ).
 
-    BBE and TEDⁿ (Garg et al. 2021) give a confidence interval; with a y column the true π is shown too. TEDⁿ is the estimate train-head --prior auto uses.
+    BBE and TEDⁿ (Garg et al. 2021) give a confidence interval; with a y column the true π is shown too. BBE is the estimate train-head --prior auto uses.
 
     Examples:
 

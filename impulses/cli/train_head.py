@@ -79,7 +79,7 @@ def train_head_command(
     prior: Annotated[
         list[str] | None,
         typer.Option(
-            help="π = p(y=1 | s=0), repeatable: a number in (0, 1), or 'auto' (estimated per label set, TEDⁿ)."
+            help="π = p(y=1 | s=0), repeatable: a number in (0, 1), or 'auto' (estimated per label set, BBE)."
         ),
     ] = None,
     prior_range: Annotated[

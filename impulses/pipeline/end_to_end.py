@@ -53,6 +53,7 @@ class EncoderWithHead(nn.Module):
         self.head = nn.Linear(encoder.num_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One logit per image: the head on the encoder's features."""
         return self.head(self.encoder(x)).squeeze(1)
 
 

@@ -117,8 +117,10 @@ class _Subset:
 
 
 def _under_root(spec: str, data_root: str | None) -> str:
-    """``imagefolder:PATH`` with a relative PATH resolved under ``data_root`` (when given), so that an
-    experiment names its folders relative to the dataset root like the built-in datasets do."""
+    """``imagefolder:PATH`` with a relative PATH resolved under ``data_root`` (when given).
+
+    An experiment then names its folders relative to the dataset root, as the built-in datasets do.
+    """
     name, _, path = spec.partition(":")
     if (
         name.lower() != "imagefolder"
@@ -193,8 +195,10 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExperimentResult:
-    """Run (or resume) the whole protocol of ``config`` in ``out_dir``; figures go to ``plot_dir`` (default
-    ``out_dir/plots``). See the module docstring."""
+    """Run (or resume) the whole protocol of ``config`` in ``out_dir`` (see the module docstring).
+
+    Figures go to ``plot_dir`` (default ``out_dir/plots``).
+    """
     from impulses.data.sources import open_source
     from impulses.embed.store import EmbeddingStore
     from impulses.pu.labels import write_label_set
@@ -333,8 +337,10 @@ def run_experiment(
 
 
 def _decoded(config: ExperimentConfig, source: Any, path: Path, log: Callable[[str], None]) -> Any:
-    """``source`` served from its images decoded once at ``config.image_size`` into ``path`` (reused when
-    current: a rerun decodes nothing; resumed when interrupted)."""
+    """``source`` served from its images decoded once at ``config.image_size`` into ``path``.
+
+    Reused when current (a rerun decodes nothing) and resumed when interrupted.
+    """
     from impulses.data.decoded import DecodedSource, decode_source
     from impulses.encoders.augment import get_augmentation_preset
 
@@ -432,8 +438,10 @@ def _train_heads(
     progress: bool,
     log: Callable[[str], None],
 ) -> tuple[list[dict[str, Any]], pl.DataFrame]:
-    """The heads of one sweep (run_sweep): per label set ImPULSeS, nnPU, BCE, wBCE at the true π, the
-    PN upper bound, and imbnnPU at b·π; rows of metrics and the AUC history of the imbnnPU heads."""
+    """The heads of one sweep (run_sweep): rows of metrics and the AUC history of the imbnnPU heads.
+
+    Per label set: ImPULSeS, nnPU, BCE, wBCE at the true π, the PN upper bound, and imbnnPU at b·π.
+    """
     from impulses.plots import auc_history_table
     from impulses.pu.sweep import run_sweep
     from impulses.runtime import make_progress
@@ -496,9 +504,11 @@ def _load_e2e_cache(path: Path, key: dict[str, Any]) -> dict[tuple[str, int], di
 
 
 class _ImageTensors:
-    """The PU training and the test images through the encoder's test transform (no augmentation), as
-    (N, C, H, W) tensors made at first use: the end-to-end baselines train on them, the raw-pixel head
-    on them flattened."""
+    """The PU training and the test images through the encoder's test transform, as (N, C, H, W) tensors.
+
+    Made at first use, without augmentation: the end-to-end baselines train on them, the raw-pixel
+    head on them flattened.
+    """
 
     def __init__(self, source: Any, rows: np.ndarray, test_source: Any, test_rows: np.ndarray, ckpt: Path):
         self._args = (source, rows, test_source, test_rows, ckpt)
@@ -538,7 +548,7 @@ def _end_to_end(
     progress: bool,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """imbnnPU and PN trained end to end on raw images from random initialisation, per label set.
+    """ImbnnPU and PN trained end to end on raw images from random initialisation, per label set.
 
     These runs take most of an experiment's time, so each finished run is saved to ``cache_path``
     (with a key of everything it depends on) and a rerun with the same key reuses it: changing the
@@ -616,8 +626,11 @@ def _raw_pixel_heads(
     progress: bool,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """The floor: a linear imbnnPU head at the true π on the raw (normalised, flattened) pixels at the
-    working resolution, per label set, trained like the heads on the embeddings; cached in ``cache_path``."""
+    """The floor: a linear imbnnPU head at the true π on the raw pixels, per label set.
+
+    The pixels are normalised and flattened at the working resolution; the heads train like those on
+    the embeddings and are cached in ``cache_path``.
+    """
     from impulses.pu.sweep import run_sweep
     from impulses.runtime import make_progress
 
@@ -738,8 +751,11 @@ def write_report(result: ExperimentResult, config: ExperimentConfig) -> Path:
 
 
 def _stage_totals(result: ExperimentResult) -> list[str]:
-    """Whole-stage compute times that a resumed invocation does not see: pretraining (every epoch, from
-    the checkpoint's history) and the end-to-end baselines (their runs' own training times)."""
+    """Whole-stage compute times that a resumed invocation does not see.
+
+    Pretraining (every epoch, from the checkpoint's history) and the end-to-end baselines (their
+    runs' own training times).
+    """
     lines = []
     history = result.out_dir / "encoder" / "history.csv"
     if history.exists():
