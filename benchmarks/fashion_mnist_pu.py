@@ -11,21 +11,13 @@ figures) in a run folder, then copies the report, tables, figures, config and th
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
-import shutil
 import sys
 import time
-from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from impulses import __version__
 from impulses.pipeline.experiment import FASHION_MNIST, run_experiment
-from impulses.pipeline.report import print_experiment
+from impulses.pipeline.report import print_experiment, publish_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,28 +37,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     print_experiment(result, config)
 
-    docs = Path(args.docs_dir)
-    docs.mkdir(parents=True, exist_ok=True)
-    for name in ("report", "runs", "summary", "plot_auc", "plot_tsne"):
-        shutil.copy2(result.files[name], docs / result.files[name].name)
-    shutil.copy2(Path(args.run_dir) / "distortion.csv", docs / "distortion.csv")
-    shutil.copy2(Path(args.run_dir) / "encoder" / "history.csv", docs / "pretrain_history.csv")
-    meta = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "config": asdict(config),
-        "seconds": result.seconds,
-        "wall_seconds": wall,
-        "machine": {
-            "cpu_count": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
-        },
-        "impulses_version": __version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "split": result.split,
-    }
-    (docs / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    docs = publish_results(result, config, args.docs_dir, wall_seconds=wall, argv=sys.argv)
     print(f"results copied to {docs}")
 
 

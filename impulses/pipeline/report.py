@@ -1,8 +1,9 @@
-"""Rich tables of an experiment's results, for ``impulses demo`` and the Fashion-MNIST script."""
+"""An experiment's results as rich tables (``impulses demo``) and as committed files (the benchmark scripts)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -65,3 +66,57 @@ def print_experiment(result: ExperimentResult, config: ExperimentConfig) -> None
     for name in ("report", "runs", "plot_auc", "plot_tsne"):
         if name in result.files:
             console.print(f"{name}: {result.files[name]}", markup=False, highlight=False)
+
+
+def publish_results(
+    result: ExperimentResult,
+    config: ExperimentConfig,
+    docs_dir: str | Path,
+    *,
+    wall_seconds: float,
+    argv: list[str],
+) -> Path:
+    """Copy an experiment's report, tables, figures and pretraining history into ``docs_dir``.
+
+    Also writes ``run.json``: the exact command (``argv``), the config, stage and wall times, the
+    machine and the split, so that every committed number says how it was made.
+
+    Returns:
+        The folder written.
+    """
+    import json
+    import platform
+    import shlex
+    import shutil
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    import torch
+
+    from impulses import __version__
+    from impulses.atomic import atomic_path
+
+    docs = Path(docs_dir)
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("report", "runs", "summary", "plot_auc", "plot_tsne"):
+        shutil.copy2(result.files[name], docs / result.files[name].name)
+    shutil.copy2(result.out_dir / "distortion.csv", docs / "distortion.csv")
+    shutil.copy2(result.out_dir / "encoder" / "history.csv", docs / "pretrain_history.csv")
+    meta = {
+        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(argv[0])), *argv[1:]]),
+        "config": asdict(config),
+        "seconds": result.seconds,
+        "wall_seconds": wall_seconds,
+        "machine": {
+            "cpu_count": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
+        },
+        "impulses_version": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": result.split,
+    }
+    with atomic_path(docs / "run.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return docs

@@ -115,6 +115,28 @@ def test_files_and_figures_are_written(run) -> None:
         assert len(store) == 1797 and store.meta["encoder"] == "smallcnn"
 
 
+def test_published_results_hold_the_files_and_the_exact_command(run, tmp_path) -> None:
+    import json
+
+    from impulses.pipeline.report import publish_results
+
+    result, out, _ = run
+    docs = publish_results(result, TINY, tmp_path / "docs", wall_seconds=1.5, argv=["bench.py", "--a", "b c"])
+    names = {p.name for p in docs.iterdir()}
+    assert {
+        "report.md",
+        "runs.csv",
+        "summary.csv",
+        "distortion.csv",
+        "pretrain_history.csv",
+        "run.json",
+    } <= names
+    assert (docs / "runs.csv").read_bytes() == (out / "runs.csv").read_bytes()
+    meta = json.loads((docs / "run.json").read_text())
+    assert meta["command"] == "python bench.py --a 'b c'" and meta["wall_seconds"] == 1.5
+    assert meta["config"]["name"] == TINY.name and meta["split"] == result.split
+
+
 def test_rerun_reuses_the_pretrained_encoder_and_the_store(run) -> None:
     result, out, _ = run
     checkpoint = out / "encoder" / "last.pt"
