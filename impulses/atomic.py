@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from impulses.errors import ImpulsesError
+from impulses.errors import ImpulsesError, ParameterError
 
 
 def _umask() -> int:
@@ -71,3 +71,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_creatable(target: Path, folder: Path, param: str) -> None:
+    """``target`` can be written in ``folder``: the nearest existing folder at or above it is writable.
+
+    Called before any work, so that a run does not end by failing to write its results.
+
+    Raises:
+        ParameterError: (naming ``param``) a file stands where a folder is needed, or the folder
+            that exists cannot be written.
+    """
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ParameterError(param, f"{target} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(param, f"{target} cannot be written: {existing} is not writable")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from impulses.atomic import check_creatable
 from impulses.cli._output import warn
 from impulses.cli._params import renamed_params
 from impulses.errors import LabelSetError, ParameterError, StoreError
@@ -44,11 +45,7 @@ def check_store_out(out: Path) -> None:
     """
     if out.is_dir():
         raise ParameterError("out", f"{out} is a folder; name the store file to write (e.g. {out}/store.h5)")
-    existing = next(p for p in out.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise ParameterError("out", f"{out} cannot be created: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError("out", f"{out} cannot be written: {existing} is not writable")
+    check_creatable(out, out.absolute().parent, "out")
 
 
 def _finite(X: np.ndarray) -> np.ndarray:

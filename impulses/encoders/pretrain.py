@@ -81,7 +81,7 @@ MONITOR_BATCH = 256
 
 @dataclass
 class PretrainConfig:
-    """Every hyperparameter of a run (stored in the checkpoint). Defaults: DESIGN.md's paper protocol."""
+    """Every hyperparameter of a run (stored in the checkpoint). Defaults: the paper's protocol (docs/design.md)."""
 
     data: str = ""  # the source's spec, recorded for the record and for resuming
     encoder: str = "resnet50"

@@ -492,6 +492,12 @@ def _e2e_key(config: ExperimentConfig, label_matrix: np.ndarray, y_test: np.ndar
     return {**{name: getattr(config, name) for name in names}, **decoded, "labels_sha256": digest.hexdigest()}
 
 
+def _save_cache(path: Path, key: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Finished baseline rows with the key they were made with (read back by :func:`_load_e2e_cache`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
+
+
 def _load_e2e_cache(path: Path, key: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """Finished baseline rows by (method, label set), when ``path`` holds runs made with ``key``."""
     try:
@@ -602,8 +608,7 @@ def _end_to_end(
                     "seconds": record["seconds"],
                 }
             )
-            with atomic_path(cache_path) as tmp:  # a run's row survives an interruption of the next
-                tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
+            _save_cache(cache_path, key, rows)  # a run's row survives an interruption of the next
     if cached:
         log(f"end-to-end baselines: reused {len(cached)} finished runs from {cache_path}")
     log(
@@ -675,8 +680,7 @@ def _raw_pixel_heads(
         for row in sweep.rows.iter_rows(named=True)
     ]
     rows.sort(key=lambda row: row["label_set"])
-    with atomic_path(cache_path) as tmp:
-        tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
+    _save_cache(cache_path, key, rows)
     return rows
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from impulses.atomic import atomic_path
+from impulses.atomic import atomic_path, check_creatable
 from impulses.errors import ParameterError
 from impulses.pu.heads import HeadSpec, HeadsResult, save_heads
 from impulses.pu.losses import LOSSES, check_surrogate, get_loss
@@ -405,11 +405,7 @@ def check_output_dir(out: str | os.PathLike[str]) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ParameterError("out", f"{out} is a file, not a folder; choose a folder for the results")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise ParameterError("out", f"{out} cannot be created: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError("out", f"{out} cannot be written: {existing} is not writable")
+    check_creatable(out, out, "out")
     return out
 
 
