@@ -221,13 +221,26 @@ class FeatureSource:
         new = ~self._checked[src]
         if not new.any():
             return
-        finite = np.isfinite(view[new]).all(axis=1)
-        if not finite.all():
-            row = int(src[new][np.argmin(finite)])
-            name = repr(str(self._store.ids[row])) if self._store is not None else f"at row {row}"
-            where = getattr(self._store, "path", "the features")
-            raise StoreError(f"{where}: row {name} holds NaN or Inf; fix the features, or leave that row out")
+        # a slice of rows at a time: checking a whole window at once would copy it (and a boolean
+        # mask half its size), the largest allocations of a windowed run after its two buffers
+        step = max(1, CHECK_BYTES // max(1, view.shape[1] * view.dtype.itemsize))
+        for lo in range(0, len(src), step):
+            fresh = new[lo : lo + step]
+            if not fresh.any():
+                continue
+            rows = view[lo : lo + step]
+            finite = np.isfinite(rows if fresh.all() else rows[fresh]).all(axis=1)
+            if not finite.all():
+                row = int(src[lo : lo + step][fresh][np.argmin(finite)])
+                name = repr(str(self._store.ids[row])) if self._store is not None else f"at row {row}"
+                where = getattr(self._store, "path", "the features")
+                raise StoreError(
+                    f"{where}: row {name} holds NaN or Inf; fix the features, or leave that row out"
+                )
         self._checked[src[new]] = True
+
+
+CHECK_BYTES = 16 << 20  # rows checked for NaN/Inf at a time (bounds the check's temporary copies)
 
 
 def _chunk_rows(data: Any) -> int:

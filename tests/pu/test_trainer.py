@@ -115,6 +115,29 @@ def test_max_memory_is_validated(tmp_path) -> None:
     assert window_plan(FeatureSource(ds), 4 * 50 * 32 * 2 * 3, 64) == (50, 3)
 
 
+def test_the_finite_check_reads_in_slices_and_still_finds_every_bad_row(tmp_path, monkeypatch) -> None:
+    """The NaN/Inf check goes a slice of rows at a time (no copy of a whole window): rows already
+    checked are skipped, and a bad row is found whichever slice it falls in, read in order or not."""
+    import impulses.pu.trainer as trainer
+    from impulses.errors import StoreError
+
+    monkeypatch.setattr(trainer, "CHECK_BYTES", 7 * 32 * 2)  # slices of 7 rows of 32 float16
+    _, X, _ = pu_store(tmp_path)
+    X = X.copy()
+    X[613, 5] = np.inf
+    with h5py.File(tmp_path / "inf.h5", "w") as f:
+        f.create_dataset("embeddings", data=X, chunks=(50, X.shape[1]))
+    ds = h5py.File(tmp_path / "inf.h5", "r")["embeddings"]
+    source = FeatureSource(ds)
+    out = np.empty((700, X.shape[1]), dtype=np.float16)
+    np.testing.assert_array_equal(source.read(np.arange(0, 600), out), X[:600])  # all finite
+    with pytest.raises(StoreError, match="at row 613 holds NaN or Inf"):
+        source.read(np.arange(590, 640), out)  # 590-599 checked before, 600-639 new
+    with pytest.raises(StoreError, match="at row 613 holds NaN or Inf"):
+        FeatureSource(ds).read(np.array([900, 613, 10, 12]), out)  # out of store order
+    assert np.array_equal(source.read(np.arange(614, 700), out), X[614:700])
+
+
 def test_windows_refuse_rows_holding_nan_naming_the_row(tmp_path) -> None:
     from impulses.errors import StoreError
 
