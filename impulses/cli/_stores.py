@@ -49,8 +49,12 @@ def check_store_out(out: Path) -> None:
 
 
 def _finite(X: np.ndarray) -> np.ndarray:
-    """One boolean per row: True where every value is finite."""
-    return np.isfinite(X).all(axis=1) if X.size else np.ones(len(X), dtype=bool)
+    """One boolean per row: True where every value is finite (a cheap whole-matrix check first)."""
+    from impulses.embed.store import all_finite
+
+    if not X.size or all_finite(X):
+        return np.ones(len(X), dtype=bool)
+    return np.isfinite(X).all(axis=1)
 
 
 def _ids_text(ids: np.ndarray) -> str:

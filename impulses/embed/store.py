@@ -92,7 +92,7 @@ def _attr(attrs: h5py.AttributeManager, key: str, default: Any = None) -> Any:
     return value
 
 
-def _all_finite(block: np.ndarray, rows: int = 512) -> bool:
+def all_finite(block: np.ndarray, rows: int = 512) -> bool:
     """Whether every value is finite, ``rows`` at a time (cache-sized); float16 by its exponent bits (~15x faster)."""
     flat = block.reshape(block.shape[0], -1)
     for start in range(0, len(flat), rows):
@@ -293,7 +293,7 @@ class EmbeddingStore:
 
     def _checked(self, block: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         """``block`` (the rows ``rows`` of the store) if every value is finite, else a StoreError."""
-        if self.allow_nonfinite or block.size == 0 or _all_finite(block):
+        if self.allow_nonfinite or block.size == 0 or all_finite(block):
             return block
         first = int(np.flatnonzero(~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1))[0])
         row = rows.start + first if isinstance(rows, slice) else int(rows[first])
