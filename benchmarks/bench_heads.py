@@ -46,8 +46,10 @@ stall for milliseconds per op, which would distort every number); the heads run 
     10,000-row test store): its wall time against the "trained in" seconds it reports (``--json``),
     repeated and interleaved; the difference is imports, reading the stores, evaluation and writes.
 
-``--suite`` runs part of it: ``process`` only (e), ``sweep`` (a) and (b) with the alone check and the
-streaming bound (no reference loop), ``all`` (default) everything.
+``--suite`` runs part of it: ``process`` only (e), ``sweep`` (a) and (b) with the alone check, the
+streaming bound and the 64-head matmul floor (the gather floor with 64 heads at once on all cores:
+per batch one gather and the two skinny matrix products of every head, MKL, no loss and no Adam;
+timed on a tenth of the epochs and scaled), no reference loop; ``all`` (default) everything.
 
 Targets: (e) wall <= 1.5x its own training seconds; (a) >= 25x faster than (c) and within 3x of (d); (b) faster than (c) for ONE head and
 at most 5x (a), each of ``--alone`` of its heads (evenly spread, the BCE head last) within 1e-6
@@ -238,20 +240,23 @@ def streaming_bound(X: np.ndarray, passes: int) -> float:
     return time.perf_counter() - t0
 
 
-def gather_floor(X: np.ndarray, epochs: int, batch_size: int = 256, shuffle_seed: int = 0) -> float:
+def gather_floor(
+    X: np.ndarray, epochs: int, batch_size: int = 256, shuffle_seed: int = 0, heads: int = 1
+) -> float:
     """Seconds for what any per-row-shuffled trainer built from PyTorch ops must do: per batch, gather the
     rows (same batch order as train_heads) into a (B, D) float32 buffer (through a narrow buffer when
-    X is float16), one forward and one backward matmul. No loss, no optimizer: the floor our one-head
-    time should be compared with, besides the bound."""
+    X is float16), one forward and one backward matmul for ``heads`` heads at once. No loss, no
+    optimizer: the floor our one-head time should be compared with, besides the bound; with 64 heads,
+    the floor of any sweep that updates all heads with one pair of skinny matrix products per batch."""
     Xt = torch.from_numpy(X)
     n, d = X.shape
     buf = torch.empty((batch_size, d))
     narrow = torch.empty((batch_size, d), dtype=Xt.dtype) if Xt.dtype != torch.float32 else None
     w, z, g, grad = (
-        torch.randn(1, d),
-        torch.empty(batch_size, 1),
-        torch.randn(batch_size, 1),
-        torch.empty(1, d),
+        torch.randn(heads, d),
+        torch.empty(batch_size, heads),
+        torch.randn(batch_size, heads),
+        torch.empty(heads, d),
     )
     gen = torch.Generator().manual_seed(shuffle_seed)
     t0 = time.perf_counter()
@@ -327,19 +332,25 @@ def sweep_suite(X16: np.ndarray, s: np.ndarray, prior: float, args: argparse.Nam
     ]
     for heads in (head, sweep_heads):  # compile or load the kernels
         train_heads(X16[:2000], s[:2000], heads, epochs=1, threads=args.head_threads)
-    runs: dict[str, list[float]] = {"one_head": [], "sweep_64": [], "streaming_bound_all_cores": []}
+    runs: dict[str, list[float]] = {
+        "one_head": [], "sweep_64": [], "streaming_bound_all_cores": [], "matmul_floor_64_all_cores": []
+    }  # fmt: skip
     X = X16.astype(np.float32)
+    floor_epochs = max(1, args.epochs // 10)  # the floor's 100 epochs, timed on a tenth and scaled
     for rep in range(args.repeats):
         one = train_heads(X16, s, head, epochs=args.epochs, threads=args.head_threads)
         sweep = train_heads(X16, s, sweep_heads, epochs=args.epochs, threads=args.head_threads)
         threads = torch.get_num_threads()
         torch.set_num_threads(os.cpu_count() or 1)
         runs["streaming_bound_all_cores"].append(streaming_bound(X, args.epochs))
+        floor = gather_floor(X16, floor_epochs, heads=len(sweep_heads)) * args.epochs / floor_epochs
+        runs["matmul_floor_64_all_cores"].append(floor)
         torch.set_num_threads(threads)
         runs["one_head"].append(one.seconds)
         runs["sweep_64"].append(sweep.seconds)
         print(f"    repeat {rep}: one head {one.seconds:.2f} s ({one.config['kernel']}), "
-              f"64-head sweep {sweep.seconds:.2f} s ({sweep.config['kernel']}), ratio {sweep.seconds / one.seconds:.2f}")  # fmt: skip
+              f"64-head sweep {sweep.seconds:.2f} s ({sweep.config['kernel']}), ratio {sweep.seconds / one.seconds:.2f}; "
+              f"gather + 2 matmuls for 64 heads (MKL, all cores) {floor:.2f} s = {floor / one.seconds:.2f}x one head")  # fmt: skip
     checked = np.unique(np.linspace(0, len(sweep_heads) - 1, max(1, args.alone)).round().astype(int)).tolist()
     differences = []
     for k in checked:
@@ -356,6 +367,8 @@ def sweep_suite(X16: np.ndarray, s: np.ndarray, prior: float, args: argparse.Nam
                   "threads": sweep.config["threads"], "checked_alone": checked,
                   "relative_difference_to_alone": differences},
         "ratios": {"sweep_64_over_one_head": float(np.median(ratios)), "per_repeat": ratios,
+                   "matmul_floor_64_over_one_head": med["matmul_floor_64_all_cores"] / med["one_head"],
+                   "sweep_64_over_matmul_floor_64": med["sweep_64"] / med["matmul_floor_64_all_cores"],
                    "one_head_over_streaming_bound_all_cores": med["one_head"] / med["streaming_bound_all_cores"]},
         "targets_met": {"64-head sweep <= 5x one head": float(np.median(ratios)) <= 5,
                         "every checked sweep head within 1e-6 of it alone": max(differences) <= 1e-6},

@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=IMAGENETTE.workers)
     parser.add_argument("--pretrain-epochs", type=int, default=IMAGENETTE.pretrain_epochs)
+    parser.add_argument(
+        "--e2e-epochs", type=int, default=IMAGENETTE.e2e_epochs, help="epochs of the end-to-end baselines"
+    )
     args = parser.parse_args()
 
     config = replace(
@@ -40,6 +43,7 @@ def main() -> None:
         device=args.device,
         workers=args.workers,
         pretrain_epochs=args.pretrain_epochs,
+        e2e_epochs=args.e2e_epochs,
     )
     started = time.perf_counter()
     result = run_experiment(config, args.run_dir)

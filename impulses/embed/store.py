@@ -83,6 +83,57 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
         raise StoreError(f"{path}: not a readable HDF5 embedding store ({err})") from None
 
 
+def read_rows(ds: Any, lo: int, hi: int, out: np.ndarray, pos: int = 0) -> None:
+    """Rows ``lo:hi`` of the 2-D dataset ``ds`` into ``out[pos : pos + hi - lo]`` (same dtype).
+
+    What windowed training reads, a few chunks at a time in shuffled order. An unfiltered HDF5
+    dataset (no compression, no checksums) whose chunks span whole rows, in a file opened with HDF5's
+    default driver, is read with one ``preadv`` per chunk on HDF5's own file descriptor straight into
+    ``out``: 7.5 GB/s from the page cache against 3.6-4.6 GB/s through ``read_direct`` for 1 MiB
+    chunks in random order (2-core machine). Anything else goes through ``read_direct`` (or slicing).
+    """
+    if hi <= lo:
+        return
+    chunk_rows = _raw_chunk_rows(ds) if out.dtype == ds.dtype and out.flags.c_contiguous else None
+    if chunk_rows is not None and _pread_rows(ds, chunk_rows, lo, hi, out[pos : pos + hi - lo]):
+        return
+    if hasattr(ds, "read_direct"):
+        ds.read_direct(out, np.s_[lo:hi], np.s_[pos : pos + hi - lo])
+    else:
+        out[pos : pos + hi - lo] = ds[lo:hi]
+
+
+def _raw_chunk_rows(ds: Any) -> int | None:
+    """Rows per chunk when ``ds``'s chunks can be read straight from its file, else None."""
+    if not isinstance(ds, h5py.Dataset) or not hasattr(os, "preadv") or ds.ndim != 2 or ds.chunks is None:
+        return None
+    if ds.chunks[1] != ds.shape[1] or ds.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        return None
+    if ds.file.driver != "sec2" or ds.id.get_create_plist().get_nfilters() != 0:
+        return None
+    return int(ds.chunks[0])
+
+
+def _pread_rows(ds: h5py.Dataset, chunk_rows: int, lo: int, hi: int, rows: np.ndarray) -> bool:
+    """Fill ``rows`` with rows ``lo:hi`` chunk by chunk; False where a chunk was never written."""
+    fd = ds.file.id.get_vfd_handle()  # the sec2 driver's POSIX file descriptor
+    row_bytes = ds.shape[1] * ds.dtype.itemsize
+    buffer = memoryview(rows.reshape(-1).view(np.uint8))
+    for start in range(lo // chunk_rows * chunk_rows, hi, chunk_rows):
+        info = ds.id.get_chunk_info_by_coord((start, 0))
+        if info.byte_offset is None or info.size != chunk_rows * row_bytes:
+            return False
+        a, b = max(lo, start), min(hi, start + chunk_rows)
+        target = buffer[(a - lo) * row_bytes : (b - lo) * row_bytes]
+        offset, done = info.byte_offset + (a - start) * row_bytes, 0
+        while done < len(target):  # preadv may return short reads
+            got = os.preadv(fd, [target[done:]], offset + done)
+            if got <= 0:
+                return False
+            done += got
+    return True
+
+
 def _attr(attrs: h5py.AttributeManager, key: str, default: Any = None) -> Any:
     value = attrs.get(key, default)
     if isinstance(value, bytes):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from impulses.embed.store import all_finite, read_rows
 from impulses.errors import ParameterError, StoreError
 from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
 
@@ -161,7 +162,7 @@ class FeatureSource:
     ``data`` is an :class:`~impulses.embed.store.EmbeddingStore` (its HDF5 dataset is read), an
     ``h5py.Dataset``, or any 2-D array-like that slices (a NumPy array or memmap). ``rows`` picks the
     training rows among its rows (a label set's rows in the store; default all); reads are fastest
-    when they increase (contiguous runs are one ``read_direct`` each). Each row is checked for
+    when they increase (contiguous runs are one :func:`~impulses.embed.store.read_rows` each). Each row is checked for
     NaN/Inf the first time it is read (a :class:`~impulses.errors.StoreError` names the store and
     the row's id), so a window costs one extra pass over its new rows in the first epoch only.
     """
@@ -210,7 +211,7 @@ class FeatureSource:
         else:
             for lo_i, hi_i, lo, hi in _runs(src):
                 if direct:
-                    self.data.read_direct(out, np.s_[lo:hi], np.s_[lo_i:hi_i])
+                    read_rows(self.data, lo, hi, out, lo_i)
                 else:
                     view[lo_i:hi_i] = self.data[lo:hi]
         self._check_finite(src, view)
@@ -229,7 +230,10 @@ class FeatureSource:
             if not fresh.any():
                 continue
             rows = view[lo : lo + step]
-            finite = np.isfinite(rows if fresh.all() else rows[fresh]).all(axis=1)
+            rows = rows if fresh.all() else rows[fresh]
+            if all_finite(rows):  # float16 by its exponent bits: ~9x faster than np.isfinite
+                continue
+            finite = np.isfinite(rows).all(axis=1)
             if not finite.all():
                 row = int(src[lo : lo + step][fresh][np.argmin(finite)])
                 name = repr(str(self._store.ids[row])) if self._store is not None else f"at row {row}"

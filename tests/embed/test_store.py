@@ -369,3 +369,42 @@ def test_duplicate_ids_are_refused_on_open(tmp_path: Path) -> None:
         f["ids"][4] = "s/1"
     with pytest.raises(StoreError, match=r"s\.h5: duplicate ids 's/1'; ids must be unique"):
         EmbeddingStore.open(path)
+
+
+def test_read_rows_reads_chunks_straight_from_the_file_and_falls_back_where_it_cannot(tmp_path: Path) -> None:
+    """read_rows equals h5py's own reads: across chunk boundaries, into the middle of ``out``, the
+    last (partial) chunk; and on datasets it must leave to h5py (compressed, contiguous, chunks never
+    written, chunks narrower than a row)."""
+    from impulses.embed import store as store_module
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 24)).astype(np.float16)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("plain", data=X, chunks=(64, 24))
+        f.create_dataset("gzip", data=X, chunks=(64, 24), compression="gzip")
+        f.create_dataset("contiguous", data=X)
+        f.create_dataset("narrow", data=X, chunks=(64, 8))
+        sparse = f.create_dataset("sparse", shape=X.shape, dtype=X.dtype, chunks=(64, 24), fillvalue=7)
+        sparse[0:64] = X[0:64]  # the other chunks are never written: HDF5 returns the fill value
+    expected_sparse = np.full_like(X, 7)
+    expected_sparse[:64] = X[:64]
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        assert store_module._raw_chunk_rows(f["plain"]) == 64
+        for name in ("gzip", "contiguous", "narrow"):
+            assert store_module._raw_chunk_rows(f[name]) is None
+        for name, truth in [
+            ("plain", X),
+            ("gzip", X),
+            ("contiguous", X),
+            ("narrow", X),
+            ("sparse", expected_sparse),
+        ]:
+            for lo, hi in [(0, 1000), (5, 70), (64, 128), (900, 1000), (999, 1000), (130, 131)]:
+                out = np.zeros((hi - lo + 9, 24), dtype=np.float16)
+                store_module.read_rows(f[name], lo, hi, out, pos=4)
+                np.testing.assert_array_equal(out[4 : 4 + hi - lo], truth[lo:hi], err_msg=f"{name} {lo}:{hi}")
+                assert not out[:4].any() and not out[4 + hi - lo :].any()  # nothing outside the target rows
+        direct = np.empty((65, 24), dtype=np.float16)
+        assert store_module._pread_rows(f["plain"], 64, 5, 70, direct)  # the file path, not h5py's
+        np.testing.assert_array_equal(direct, X[5:70])
+        assert not store_module._pread_rows(f["sparse"], 64, 5, 70, direct)  # an unwritten chunk
