@@ -24,6 +24,8 @@ same loop.) The batched parity run then continues to the budget as the baseline 
 
     python benchmarks/encoder_study.py --data-root ../shared/data/imagenette \
         --out benchmarks/results/encoder-study.json
+    python benchmarks/encoder_study.py --data-root ../shared/data/imagenette --parity-only \
+        --parity-seeds 1 --out benchmarks/results/encoder-study-parity-seed1.json   # another seed
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def config_for(encoder: str, cifar_stem: bool, preset: str, epochs: int, **extra
     """The study's pretraining settings (the Imagenette experiment's, without the kNN monitor)."""
     return PretrainConfig(
         data="imagefolder:train", encoder=encoder, cifar_stem=cifar_stem, preset=preset, image_size=SIDE,
-        epochs=epochs, batch_size=256, lr=1e-3, knn_holdout=0.0, seed=0, device="cpu", **extra,
+        epochs=epochs, batch_size=256, lr=1e-3, knn_holdout=0.0, device="cpu", **{"seed": 0, **extra},
     )  # fmt: skip
 
 
@@ -188,6 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "encoder-study")
     parser.add_argument("--budget", type=float, default=180.0, help="training-step seconds per setting")
     parser.add_argument("--parity-epochs", type=int, default=5)
+    parser.add_argument(
+        "--parity-seeds", type=int, nargs="+", default=[0], help="pretraining seeds of the parity pair"
+    )
+    parser.add_argument("--parity-only", action="store_true", help="the parity check alone, no settings")
     parser.add_argument("--only", nargs="*", help="setting names to run (default all)")
     parser.add_argument(
         "--train-spec", default="imagefolder:train", help="smoke runs: e.g. imagefolder:train[::20]"
@@ -203,22 +209,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train {len(train)}, val {len(val)} photos at {SIDE} px; budget {args.budget:.0f} s per setting")
 
     parity = []
-    if not args.only:
+    for seed in [] if args.only else args.parity_seeds:
         for label, decode in (("per-image (torchvision, PIL)", False), ("decode-once + batched views", True)):
-            out = args.work / ("parity-per-image" if not decode else "smallcnn-pooled_cifar")
-            config = config_for("smallcnn-pooled", False, "cifar", args.parity_epochs)
+            # seed 0's batched run continues to the budget as the baseline setting
+            name = (
+                "parity-per-image"
+                if not decode
+                else "smallcnn-pooled_cifar"
+                if seed == 0
+                else "parity-batched"
+            )
+            out = args.work / (name if seed == 0 else f"{name}-seed{seed}")
+            config = config_for("smallcnn-pooled", False, "cifar", args.parity_epochs, seed=seed)
             batch_views = pretrain_module.BatchViews
             pretrain_module.BatchViews = batch_views if decode else PerImageViews
             try:
                 history = train_for(train, config, out, None)
             finally:
                 pretrain_module.BatchViews = batch_views
-            if not decode:
-                parity.append(evaluate(label, out, history, train, val))
-            else:
-                parity.append(evaluate(label, out, history[: args.parity_epochs + 1], train, val))
+            parity.append(
+                {"seed": seed, **evaluate(label, out, history[: args.parity_epochs + 1], train, val)}
+            )
     rows = []
-    for name, encoder, cifar_stem, preset in SETTINGS:
+    for name, encoder, cifar_stem, preset in [] if args.parity_only else SETTINGS:
         if args.only and name not in args.only:
             continue
         out = args.work / name.replace("/", "_")
@@ -233,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "budget_seconds": args.budget,
         "parity": {"epochs": args.parity_epochs, "rows": parity,
-                   "knn_difference": round(parity[1]["knn_top1"] - parity[0]["knn_top1"], 4) if parity else None},
+                   "knn_difference_batched_minus_per_image": [
+                       round(b["knn_top1"] - a["knn_top1"], 4) for a, b in zip(parity[::2], parity[1::2], strict=True)]},
         "rows": rows,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

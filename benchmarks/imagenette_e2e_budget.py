@@ -42,6 +42,20 @@ def photos(data_root: Path, split: str, run_dir: Path) -> DecodedSource:
     return DecodedSource(source, decoded)
 
 
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation (ddof 1, as the experiment's tables) of AUC and F1 per budget."""
+    out = []
+    for epochs in dict.fromkeys(r["epochs"] for r in rows):
+        mine = [r for r in rows if r["epochs"] == epochs]
+        stats = {}
+        for metric in ("auc", "f1"):
+            values = np.array([r[metric] for r in mine], dtype=float)
+            stats[f"{metric}_mean"] = float(values.mean())
+            stats[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append({"epochs": epochs, **stats})
+    return out
+
+
 def main() -> None:
     """Train the longer baselines and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,12 +95,9 @@ def main() -> None:
                    "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
-    summary = []
-    for epochs in args.epochs:
-        mine = [r for r in rows if r["epochs"] == epochs]
-        summary.append({"epochs": epochs, **{f"{m}_{f.__name__}": float(f([r[m] for r in mine]))
-                                            for m in ("auc", "f1") for f in (np.mean, np.std)}})  # fmt: skip
-        print(json.dumps(summary[-1]))
+    summary = summarize(rows)
+    for line in summary:
+        print(json.dumps(line))
     experiment = (
         pl.read_csv(args.run_dir / "summary.csv").to_dicts()
         if (args.run_dir / "summary.csv").exists()
