@@ -136,8 +136,9 @@ def train_head_command(
     max_memory: Annotated[
         str | None,
         typer.Option(
-            help="Memory the training features may take, e.g. 2G: larger stores are read in windows of a "
-            "quarter of it, with block-shuffled epochs (chunk order shuffled, rows shuffled within a window)."
+            help="Memory the run may take, e.g. 2G (half of it for the process itself): larger stores are read "
+            "in windows of a quarter of it (features plus 64 bytes per row and head), with block-shuffled "
+            "epochs (chunk order shuffled, rows shuffled within a window)."
         ),
     ] = None,
     test: Annotated[Path | None, typer.Option(help="Test embedding store (with --test-labels).")] = None,

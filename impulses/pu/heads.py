@@ -427,9 +427,10 @@ def train_heads(
     **Stores larger than memory.** ``X`` may also be an embedding store (anything with an
     ``embeddings`` HDF5 dataset), an ``h5py.Dataset`` or a :class:`~impulses.pu.trainer.FeatureSource`,
     with ``rows`` its training rows (default all; ``s`` has one label row per training row).
-    ``max_memory`` (bytes, or a size such as ``"2G"``) bounds the features' memory: when they take
-    more than a quarter of it, they are read from the store in windows of a quarter of it each, two
-    at a time (one read on a thread while the other trains), with **block-shuffled epochs**: the
+    ``max_memory`` (bytes, or a size such as ``"2G"``) bounds the run's memory: when the features
+    (with 64 bytes per row and head for what an epoch computes) take more than a quarter of it, they
+    are read from the store in windows of a quarter of it each, two at a time (one read on a thread
+    while the other trains), with **block-shuffled epochs**: the
     order of the store's chunks is shuffled, and the rows within each window of chunks (see
     :mod:`impulses.pu.trainer`). Peak memory is then flat in N; the result differs from a full
     shuffle's by the shuffle alone (measured: ``benchmarks/bench_heads.py --suite outofcore``). When
@@ -445,11 +446,12 @@ def train_heads(
     if eval_every < 0:
         raise ParameterError("eval_every", f"must be 0 or more, got {eval_every}")
     max_memory = parse_bytes(max_memory)
+    heads = list(heads)
     if rows is not None or max_memory is not None or not isinstance(X, np.ndarray | torch.Tensor):
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
         X = X if isinstance(X, FeatureSource) and rows is None else FeatureSource(X, rows)
-        window_plan(X, max_memory, batch_size)  # max_memory's errors before any work
+        window_plan(X, max_memory, batch_size, heads=len(heads))  # max_memory's errors before any work
     if X.ndim != 2:
         raise ParameterError("X", f"must be 2-D (N, D), got shape {tuple(X.shape)}")
     if X.shape[0] == 0:
@@ -457,7 +459,6 @@ def train_heads(
     from impulses.pu.kernels import resolve_kernel  # imports numba
 
     feature_dtype = resolve_feature_dtype(X, feature_dtype, device)
-    heads = list(heads)
     kernel = resolve_kernel(kernel, device, len(heads))
     lab, columns = _label_matrix(s, heads, X.shape[0])
     losses = _check_heads(heads, lab, columns)
@@ -473,7 +474,7 @@ def train_heads(
             )
         test = (X_test, y.astype(np.int64))
     run = fit(
-        X, lab[:, columns], losses, [h.seed for h in heads], epochs=epochs, batch_size=batch_size, lr=lr,
+        X, lab, losses, [h.seed for h in heads], columns=columns, epochs=epochs, batch_size=batch_size, lr=lr,
         betas=betas, eps=eps, shuffle=shuffle, shuffle_seed=shuffle_seed, stratified=stratified,
         device=device, feature_dtype=feature_dtype, kernel=kernel, test=test, eval_every=eval_every,
         track_loss=track_loss, threads=threads, prefetch=prefetch, on_epoch=on_epoch, max_memory=max_memory,

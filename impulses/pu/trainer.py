@@ -9,7 +9,7 @@ all heads (drawn from ``shuffle_seed``); a step is either the fused numba kernel
 store in windows with **block-shuffled epochs** (:func:`block_windows`): the rows are cut into
 blocks of ``block_rows`` consecutive rows (the store's HDF5 chunk, 1 MiB); each epoch shuffles the
 order of the blocks, takes them ``window_blocks`` at a time (a window: as many rows as fit in a
-quarter of ``max_memory``), reads a window's blocks in file order as contiguous runs, and shuffles
+quarter of ``max_memory``, counting 64 bytes per row and head besides the features), reads a window's blocks in file order as contiguous runs, and shuffles
 the rows within the window (stratified: deals the window's positives over its batches). Each
 window is cut into batches on its own (only its last batch may be smaller), so a batch never
 waits for another window. While the kernel trains on one window, the next is read on a second
@@ -263,11 +263,21 @@ def _runs(src: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
         yield lo_i, hi_i, int(src[lo_i]), int(src[hi_i - 1]) + 1
 
 
-def window_plan(source: FeatureSource, max_memory: int | None, batch_size: int) -> tuple[int, int]:
-    """``(block_rows, window_blocks)`` of a run from ``source`` within ``max_memory`` bytes.
+# bytes a window's epoch holds per row and head besides the features: the labels in epoch order, the
+# batch statistics per row, the loss coefficients and their heads-major copies, the logits (measured:
+# about 54 on a 64-head run, benchmarks/results/outofcore-2g-64heads.json)
+WINDOW_BYTES_PER_ROW_AND_HEAD = 64
+
+
+def window_plan(
+    source: FeatureSource, max_memory: int | None, batch_size: int, heads: int = 1
+) -> tuple[int, int]:
+    """``(block_rows, window_blocks)`` of a run of ``heads`` heads from ``source`` within ``max_memory`` bytes.
 
     A window takes at most a quarter of ``max_memory`` (two windows, one read while the other trains,
-    and half left for the process); without a budget, one window holds every row.
+    and half left for the process), counting with each row's features what the window's epoch holds
+    for it per head (:data:`WINDOW_BYTES_PER_ROW_AND_HEAD`): a wide sweep gets smaller windows. Without
+    a budget, one window holds every row.
 
     Raises:
         ParameterError: ``max_memory`` is not a positive number of bytes, or too small for a block.
@@ -278,12 +288,13 @@ def window_plan(source: FeatureSource, max_memory: int | None, batch_size: int) 
         return block_rows, max(n_blocks, 1)
     if isinstance(max_memory, bool) or not isinstance(max_memory, int | np.integer) or max_memory <= 0:
         raise ParameterError("max_memory", f"must be a positive number of bytes, got {max_memory!r}")
-    # per row: its features, plus the labels and coefficients the window's epoch computes (~12 float32 per head)
-    window_blocks = int(max_memory) // 4 // (block_rows * source.row_bytes)
+    row_bytes = source.row_bytes + max(1, heads) * WINDOW_BYTES_PER_ROW_AND_HEAD
+    window_blocks = int(max_memory) // 4 // (block_rows * row_bytes)
     if window_blocks < 1:
-        need = 4 * block_rows * source.row_bytes
+        need = 4 * block_rows * row_bytes
         raise ParameterError(
-            "max_memory", f"is {int(max_memory):,} bytes, too small: a window of one block needs {need:,}"
+            "max_memory",
+            f"is {int(max_memory):,} bytes, too small: a window of one block of {heads} head(s) needs {need:,}",
         )
     return block_rows, window_blocks
 
@@ -346,8 +357,13 @@ def fit(
     prefetch: bool | None,
     on_epoch: Callable[[int, int], None] | None,
     max_memory: int | None = None,
+    columns: list[int] | None = None,
 ) -> FitResult:
     """Train the heads (one column of ``S`` and one loss each) for ``epochs``; inputs are validated.
+
+    ``columns`` maps head k to its label column ``S[:, columns[k]]`` (default: column k), so heads that
+    share a label set share one column: the labels take N x label sets, not N x heads (400 MB for
+    64 heads on 1.5 million rows).
 
     ``kernel`` is "fused", "wide" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
     :func:`impulses.pu.heads.train_heads`. The process's torch thread count and denormal flushing
@@ -360,6 +376,7 @@ def fit(
         X,
         S,
         losses,
+        columns=columns,
         seeds=list(seeds),
         batch_size=batch_size,
         lr=lr,
@@ -399,7 +416,7 @@ def fit(
     if prefetch:
         trainer._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="impulses-prefetch")
     if source is not None:
-        block_rows, window_blocks = window_plan(source, max_memory, batch_size)
+        block_rows, window_blocks = window_plan(source, max_memory, batch_size, heads=len(losses))
     else:
         block_rows, window_blocks = max(trainer.n, 1), 1  # one window: the whole matrix, in memory
     windowed = window_blocks < -(-trainer.n // block_rows)
@@ -503,6 +520,7 @@ class Trainer:
         S: np.ndarray,
         losses: list[HeadLoss],
         *,
+        columns: list[int] | None = None,
         seeds: list[int],
         batch_size: int,
         lr: float,
@@ -521,8 +539,10 @@ class Trainer:
         if not isinstance(X, FeatureSource):
             self.set_features(X)
         self.k = len(losses)
-        self.S_np = np.ascontiguousarray(S, dtype=np.float32)
+        self.S_np = np.ascontiguousarray(S, dtype=np.float32)  # label columns (N, C)
         self.S = torch.from_numpy(self.S_np).to(device)
+        self.columns = np.arange(self.k) if columns is None else np.asarray(columns, dtype=np.int64)
+        self._columns_t = torch.from_numpy(self.columns).to(device)
         self.fused = FusedObjective(losses, device=device)
         self.is_pu = torch.tensor([get_loss(h.loss).kind == "pu" for h in losses], device=device)
         self.lr, self.betas, self.eps = lr, betas, eps
@@ -568,7 +588,7 @@ class Trainer:
     def strata(self) -> np.ndarray:
         """Rows labeled positive for any PU head (for any head when there is no PU head)."""
         pu = self.is_pu.cpu().numpy()
-        cols = self.S_np[:, pu] if pu.any() else self.S_np
+        cols = self.S_np[:, np.unique(self.columns[pu] if pu.any() else self.columns)]
         return cols.max(axis=1) > 0
 
     def _views_for(self, size: int) -> tuple:
@@ -628,7 +648,7 @@ class Trainer:
         dev, k, nb = self.device, self.k, len(sizes)
         order = order.to(dev)
         label_rows = order if rows is None else torch.from_numpy(rows).to(dev).index_select(0, order)
-        S_ord = self.S.index_select(0, label_rows)
+        S_ord = self.S.index_select(0, label_rows).index_select(1, self._columns_t)  # (rows, heads)
         # label statistics of every batch, once per epoch: counts, validity, Adam step counts
         sizes_t = torch.tensor(sizes, device=dev)
         at_ends = torch.cumsum(S_ord, 0, dtype=torch.float64).index_select(0, sizes_t.cumsum(0) - 1)

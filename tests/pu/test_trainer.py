@@ -9,7 +9,14 @@ import torch
 
 from impulses.errors import ParameterError
 from impulses.pu.heads import HeadSpec, train_heads
-from impulses.pu.trainer import FeatureSource, block_windows, epoch_order, parse_bytes, window_plan
+from impulses.pu.trainer import (
+    WINDOW_BYTES_PER_ROW_AND_HEAD,
+    FeatureSource,
+    block_windows,
+    epoch_order,
+    parse_bytes,
+    window_plan,
+)
 
 
 def pu_store(tmp_path, n: int = 1200, d: int = 32, chunk: int = 50, seed: int = 0) -> tuple:
@@ -93,7 +100,9 @@ def test_block_windows_covering_everything_are_the_in_memory_epoch() -> None:
 
 def test_windows_train_deterministically_and_as_well_as_a_full_shuffle(tmp_path) -> None:
     ds, X, s = pu_store(tmp_path, n=3000, d=32, chunk=50)
-    budget = 4 * 50 * 32 * 2 * 6  # windows of 6 chunks (300 rows): 10 windows
+    budget = (
+        4 * 50 * (32 * 2 + WINDOW_BYTES_PER_ROW_AND_HEAD) * 6
+    )  # windows of 6 chunks (300 rows): 10 windows
     kw = dict(epochs=4, batch_size=64)
     a = train_heads(ds, s, HEADS[:1], max_memory=budget, **kw)
     b = train_heads(ds, s, HEADS[:1], max_memory=budget, **kw)
@@ -112,7 +121,13 @@ def test_max_memory_is_validated(tmp_path) -> None:
     with pytest.raises(ParameterError, match="too small"):
         train_heads(ds, s, HEADS[:1], epochs=1, max_memory=1000)
     assert parse_bytes("2G") == 2 << 30 and parse_bytes("512MiB") == 512 << 20 and parse_bytes("100") == 100
-    assert window_plan(FeatureSource(ds), 4 * 50 * 32 * 2 * 3, 64) == (50, 3)
+    # a window is a quarter of the budget, each row counting its features and 64 bytes per head
+    per_row = 32 * 2 + WINDOW_BYTES_PER_ROW_AND_HEAD
+    assert window_plan(FeatureSource(ds), 4 * 50 * per_row * 3, 64) == (50, 3)
+    per_row_8 = 32 * 2 + 8 * WINDOW_BYTES_PER_ROW_AND_HEAD
+    assert window_plan(FeatureSource(ds), 4 * 50 * per_row_8 * 3, 64, heads=8) == (50, 3)
+    assert window_plan(FeatureSource(ds), 4 * 50 * per_row * 9, 64) == (50, 9)
+    assert window_plan(FeatureSource(ds), 4 * 50 * per_row * 9, 64, heads=8) == (50, 2)  # wide: smaller
 
 
 def test_the_finite_check_reads_in_slices_and_still_finds_every_bad_row(tmp_path, monkeypatch) -> None:
@@ -151,3 +166,23 @@ def test_windows_refuse_rows_holding_nan_naming_the_row(tmp_path) -> None:
         train_heads(ds, s, HEADS[:1], epochs=1, batch_size=64, max_memory=64 * 1024)
     source = FeatureSource(ds, rows=np.r_[0:700, 701:1200])  # the row left out: read and train fine
     assert np.isfinite(source[0:1199]).all()
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_heads_sharing_a_label_column_train_as_with_their_own_copies(tmp_path, kernel: str) -> None:
+    """Heads that name the same label column read it through one shared column (labels take N x
+    label sets): their weights equal those of a run given one copied column per head, stratified
+    batches included."""
+    _, X, s = pu_store(tmp_path)
+    s2 = np.column_stack([s, np.roll(s, 7)])
+    heads = [
+        HeadSpec("imbnnpu", 0.2, seed=0, column=0),
+        HeadSpec("nnpu", 0.3, seed=1, column=1),
+        HeadSpec("imbnnpu", 0.25, seed=2, column=0),
+    ]
+    copies = [HeadSpec(h.loss, h.prior, seed=h.seed, column=k) for k, h in enumerate(heads)]
+    kw = dict(epochs=3, batch_size=64, kernel=kernel, stratified=True)
+    shared = train_heads(X, s2, heads, **kw)
+    copied = train_heads(X, s2[:, [0, 1, 0]], copies, **kw)
+    np.testing.assert_array_equal(shared.W, copied.W)
+    np.testing.assert_array_equal(shared.b, copied.b)
