@@ -433,7 +433,7 @@ def train_heads(
     while the other trains), with **block-shuffled epochs**: the
     order of the store's chunks is shuffled, and the rows within each window of chunks (see
     :mod:`impulses.pu.trainer`). Peak memory is then flat in N; the result differs from a full
-    shuffle's by the shuffle alone (measured: ``benchmarks/bench_heads.py --suite outofcore``). When
+    shuffle's by the shuffle alone (measured: ``benchmarks/bench_outofcore.py``). When
     everything fits in one window, the run is exactly the in-memory run.
     """
     t_start = time.perf_counter()

@@ -9,8 +9,9 @@ all heads (drawn from ``shuffle_seed``); a step is either the fused numba kernel
 store in windows with **block-shuffled epochs** (:func:`block_windows`): the rows are cut into
 blocks of ``block_rows`` consecutive rows (the store's HDF5 chunk, 1 MiB); each epoch shuffles the
 order of the blocks, takes them ``window_blocks`` at a time (a window: as many rows as fit in a
-quarter of ``max_memory``, counting 64 bytes per row and head besides the features), reads a window's blocks in file order as contiguous runs, and shuffles
-the rows within the window (stratified: deals the window's positives over its batches). Each
+quarter of ``max_memory``, counting 64 bytes per row and head besides the features), reads a
+window's blocks in file order as contiguous runs, and shuffles the rows within the window
+(stratified: deals the window's positives over its batches). Each
 window is cut into batches on its own (only its last batch may be smaller), so a batch never
 waits for another window. While the kernel trains on one window, the next is read on a second
 thread into the other of two buffers (the kernels release the GIL), so memory is two windows
@@ -162,9 +163,10 @@ class FeatureSource:
     ``data`` is an :class:`~impulses.embed.store.EmbeddingStore` (its HDF5 dataset is read), an
     ``h5py.Dataset``, or any 2-D array-like that slices (a NumPy array or memmap). ``rows`` picks the
     training rows among its rows (a label set's rows in the store; default all); reads are fastest
-    when they increase (contiguous runs are one :func:`~impulses.embed.store.read_rows` each). Each row is checked for
-    NaN/Inf the first time it is read (a :class:`~impulses.errors.StoreError` names the store and
-    the row's id), so a window costs one extra pass over its new rows in the first epoch only.
+    when they increase (contiguous runs are one :func:`~impulses.embed.store.read_rows` each). Each
+    row is checked for NaN/Inf the first time it is read (a :class:`~impulses.errors.StoreError`
+    names the store and the row's id), so a window costs one extra pass over its new rows in the
+    first epoch only.
     """
 
     def __init__(self, data: Any, rows: np.ndarray | None = None) -> None:
