@@ -129,7 +129,7 @@ def train_head_command(
         typer.Option(
             help="How a step reads its batch: fused (numba, CPU; reads shuffled rows in place, fastest "
             "for few heads), wide (numba, CPU; 4x4 tiles of rows and heads, fastest for many), torch "
-            "(gather + matrix products; the one on CUDA) or auto (on a CPU with numba fused up to 12 "
+            "(gather + matrix products; the one on CUDA) or auto (on a CPU with numba fused up to 2 "
             "heads, wide beyond; torch otherwise)."
         ),
     ] = "auto",

@@ -252,10 +252,10 @@ def set_threads(n: int) -> int:
     return n
 
 
-# up to this many heads the fused kernel beats gather + MKL in every measurement on the 2-core CPU
-# (benchmarks/bench_head_kernels.py, 33,000 x 2048 float16: 2.0-3.2x as fast with 1 head, 1.3-1.4x
-# with 12, 0.9-1.1x with 16, 0.6x with 64)
-FUSED_MAX_HEADS = 12
+# up to this many heads the fused kernel beats the wide one (benchmarks/bench_head_kernels.py, quiet
+# 2-core machine, 33,000 x 2048 float16, per 100 epochs: 1 head 1.34 s vs 2.61 s, 2 heads 2.00 vs
+# 2.64, 4 heads 3.11 vs 2.81, 12 heads 6.86 vs 4.68, 64 heads 33.4 vs 17.8; results/head_kernels.json)
+FUSED_MAX_HEADS = 2
 KERNELS = ("auto", "fused", "torch", "wide")
 
 
@@ -458,7 +458,7 @@ def train_epoch_wide(
 ) -> None:
     """:func:`train_epoch` with the wide kernel (4 x 4 register tiles of rows/columns and heads).
 
-    Same arguments and effect as :func:`train_epoch`; faster from a dozen heads on, and each head's
+    Same arguments and effect as :func:`train_epoch`; faster from four heads on, and each head's
     weights equal the fused kernel's to float32 rounding (summation order), not bit for bit.
     """
     heads, dim = theta.shape[0], X.shape[1]
