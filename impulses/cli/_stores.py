@@ -48,15 +48,6 @@ def check_store_out(out: Path) -> None:
     check_creatable(out, out.absolute().parent, "out")
 
 
-def _finite(X: np.ndarray) -> np.ndarray:
-    """One boolean per row: True where every value is finite (a cheap whole-matrix check first)."""
-    from impulses.embed.store import all_finite
-
-    if not X.size or all_finite(X):
-        return np.ones(len(X), dtype=bool)
-    return np.isfinite(X).all(axis=1)
-
-
 def _ids_text(ids: np.ndarray) -> str:
     shown = ", ".join(repr(str(i)) for i in ids[:_SHOWN_IDS])
     return shown + (f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else "")
@@ -122,13 +113,14 @@ def read_training(
         StoreError: Rows hold NaN/Inf and ``skip_nonfinite`` is false.
         LabelSetError: With the rows left out, a label set has no labeled positive left.
     """
+    from impulses.embed.store import finite_mask
     from impulses.pu.labels import read_training_set
 
     with renamed_params(store=param):
         training = read_training_set(open_store(path), labels, names, require_y=require_y, features=features)
     if not features:  # read in windows while training (max_memory): those rows are not checked here
         return training
-    finite = _finite(training.X)
+    finite = finite_mask(training.X)
     message = check_rows(path, training.store.ids[training.rows], finite, skip=skip_nonfinite)
     if message is None:
         return training
@@ -151,12 +143,13 @@ def read_test(path: Path, labels: Path, *, skip_nonfinite: bool) -> Any:
     Raises:
         StoreError: Rows hold NaN/Inf and ``skip_nonfinite`` is false, or every row does.
     """
+    from impulses.embed.store import finite_mask
     from impulses.pu.labels import read_test_set
 
     store = open_store(path)
     with renamed_params(store="test", labels="test_labels"):
         test_set = read_test_set(store, labels)
-    finite = _finite(test_set.X)
+    finite = finite_mask(test_set.X)
     message = check_rows(path, store.ids[test_set.rows], finite, skip=skip_nonfinite)
     if message is None:
         return test_set
@@ -177,10 +170,12 @@ def score_store(heads: Any, path: Path, *, skip_nonfinite: bool) -> Any:
     """
     import polars as pl
 
+    from impulses.embed.store import finite_mask
+
     store = open_store(path)
     scores = heads.score_store(store)
     matrix = scores.select(scores.columns[1:]).to_numpy()
-    if _finite(matrix).all():  # a NaN or Inf feature always makes its row's scores non-finite
+    if finite_mask(matrix).all():  # a NaN or Inf feature always makes its row's scores non-finite
         return scores
     finite = store.finite_rows()
     _warn_left_out(check_rows(path, store.ids, finite, skip=skip_nonfinite), "their scores are NaN")

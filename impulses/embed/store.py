@@ -156,6 +156,17 @@ def all_finite(block: np.ndarray, rows: int = 512) -> bool:
     return True
 
 
+def finite_mask(block: np.ndarray) -> np.ndarray:
+    """One boolean per row of ``block``: True where every value is finite.
+
+    The cheap :func:`all_finite` scan first; the per-row mask (a temporary the size of the block) only
+    when some row is bad.
+    """
+    if block.size == 0 or all_finite(block):
+        return np.ones(len(block), dtype=bool)
+    return np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
+
+
 class EmbeddingStore:
     """A finished embedding store, read lazily; reads like a NumPy array of rows and a torch Dataset.
 
@@ -332,7 +343,7 @@ class EmbeddingStore:
         mask = np.empty(n, dtype=bool)
         for start in range(0, n, batch_rows):
             stop = min(n, start + batch_rows)
-            mask[start:stop] = np.isfinite(ds[start:stop]).all(axis=1)
+            mask[start:stop] = finite_mask(ds[start:stop])
         return mask
 
     def check_finite(self, batch_rows: int = 65536) -> None:
@@ -344,9 +355,12 @@ class EmbeddingStore:
 
     def _checked(self, block: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         """``block`` (the rows ``rows`` of the store) if every value is finite, else a StoreError."""
-        if self.allow_nonfinite or block.size == 0 or all_finite(block):
+        if self.allow_nonfinite:
             return block
-        first = int(np.flatnonzero(~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1))[0])
+        finite = finite_mask(block)
+        if finite.all():
+            return block
+        first = int(np.argmin(finite))
         row = rows.start + first if isinstance(rows, slice) else int(rows[first])
         raise StoreError(
             f"{self.path}: row {row} (id {str(self.ids[row])!r}) holds NaN or Inf; open the store with "
@@ -477,7 +491,7 @@ class EmbeddingStore:
         for run in np.split(wanted, breaks):
             lo, hi = int(run[0]), int(run[-1]) + 1
             if hi - lo == len(run):
-                ds.read_direct(out, np.s_[lo:hi], np.s_[pos : pos + len(run)])
+                read_rows(ds, lo, hi, out, pos)
             else:
                 out[pos : pos + len(run)] = ds[lo:hi][run - lo]
             pos += len(run)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from impulses.embed.store import all_finite, read_rows
+from impulses.embed.store import finite_mask, read_rows
 from impulses.errors import ParameterError, StoreError
 from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
 
@@ -232,10 +232,7 @@ class FeatureSource:
             if not fresh.any():
                 continue
             rows = view[lo : lo + step]
-            rows = rows if fresh.all() else rows[fresh]
-            if all_finite(rows):  # float16 by its exponent bits: ~9x faster than np.isfinite
-                continue
-            finite = np.isfinite(rows).all(axis=1)
+            finite = finite_mask(rows if fresh.all() else rows[fresh])  # float16 by its exponent bits
             if not finite.all():
                 row = int(src[lo : lo + step][fresh][np.argmin(finite)])
                 name = repr(str(self._store.ids[row])) if self._store is not None else f"at row {row}"

@@ -30,6 +30,16 @@ def pu_store(tmp_path, n: int = 1200, d: int = 32, chunk: int = 50, seed: int = 
     return h5py.File(tmp_path / "x.h5", "r")["embeddings"], X, s
 
 
+def store_with_bad_value(tmp_path, *, row: int, value: float) -> tuple:
+    """:func:`pu_store`'s features with ``value`` (NaN or Inf) in row ``row``: the dataset, the array, s."""
+    _, X, s = pu_store(tmp_path)
+    X = X.copy()
+    X[row, 3] = value
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f.create_dataset("embeddings", data=X, chunks=(50, X.shape[1]))
+    return h5py.File(tmp_path / "bad.h5", "r")["embeddings"], X, s
+
+
 HEADS = [HeadSpec("imbnnpu", 0.2, seed=0), HeadSpec("nnpu", 0.3, seed=1), HeadSpec("bce", seed=2)]
 
 
@@ -137,12 +147,7 @@ def test_the_finite_check_reads_in_slices_and_still_finds_every_bad_row(tmp_path
     from impulses.errors import StoreError
 
     monkeypatch.setattr(trainer, "CHECK_BYTES", 7 * 32 * 2)  # slices of 7 rows of 32 float16
-    _, X, _ = pu_store(tmp_path)
-    X = X.copy()
-    X[613, 5] = np.inf
-    with h5py.File(tmp_path / "inf.h5", "w") as f:
-        f.create_dataset("embeddings", data=X, chunks=(50, X.shape[1]))
-    ds = h5py.File(tmp_path / "inf.h5", "r")["embeddings"]
+    ds, X, _ = store_with_bad_value(tmp_path, row=613, value=np.inf)
     source = FeatureSource(ds)
     out = np.empty((700, X.shape[1]), dtype=np.float16)
     np.testing.assert_array_equal(source.read(np.arange(0, 600), out), X[:600])  # all finite
@@ -156,12 +161,7 @@ def test_the_finite_check_reads_in_slices_and_still_finds_every_bad_row(tmp_path
 def test_windows_refuse_rows_holding_nan_naming_the_row(tmp_path) -> None:
     from impulses.errors import StoreError
 
-    _, X, s = pu_store(tmp_path)
-    X = X.copy()
-    X[700, 3] = np.nan
-    with h5py.File(tmp_path / "nan.h5", "w") as f:
-        f.create_dataset("embeddings", data=X, chunks=(50, X.shape[1]))
-    ds = h5py.File(tmp_path / "nan.h5", "r")["embeddings"]
+    ds, _, s = store_with_bad_value(tmp_path, row=700, value=np.nan)
     with pytest.raises(StoreError, match="at row 700 holds NaN or Inf"):
         train_heads(ds, s, HEADS[:1], epochs=1, batch_size=64, max_memory=64 * 1024)
     source = FeatureSource(ds, rows=np.r_[0:700, 701:1200])  # the row left out: read and train fine
