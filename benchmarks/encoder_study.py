@@ -123,21 +123,24 @@ def config_for(encoder: str, cifar_stem: bool, preset: str, epochs: int, **extra
     )  # fmt: skip
 
 
+def step_seconds(history: list[dict]) -> float:
+    """Seconds of training steps in a run's history (the kNN monitor and checkpoint writes excluded)."""
+    return sum(float(r["seconds"]) for r in history if r["epoch"] > 0)
+
+
 def train_for(source: DecodedSource, config: PretrainConfig, out: Path, budget: float | None) -> list[dict]:
     """Pretrain ``config.epochs`` epochs, or (``budget``) epoch by epoch until the steps took ``budget`` s."""
-    resume = (out / "last.pt").exists()
-    if budget is None:
-        return pretrain(source, config, out, resume=resume, progress=False, log=lambda _: None).history
-    history: list[dict] = []
-    epochs = config.epochs
-    while not history or sum(float(r["seconds"]) for r in history if r["epoch"] > 0) < budget:
+
+    def run(epochs: int) -> list[dict]:
         resume = (out / "last.pt").exists()
-        epochs = (history[-1]["epoch"] + 1) if history else max(1, epochs)
-        history = pretrain(
-            source, replace(config, epochs=epochs), out, resume=resume, progress=False, log=lambda _: None
-        ).history
-        if history[-1]["epoch"] < epochs:  # pragma: no cover - pretrain always reaches its epochs
-            raise RuntimeError("pretraining stopped early")
+        quiet = {"progress": False, "log": lambda _: None}
+        return pretrain(source, replace(config, epochs=epochs), out, resume=resume, **quiet).history
+
+    if budget is None:
+        return run(config.epochs)
+    history = run(max(1, config.epochs))
+    while step_seconds(history) < budget:
+        history = run(history[-1]["epoch"] + 1)
     return history
 
 
@@ -174,7 +177,7 @@ def evaluate(name: str, out: Path, history: list[dict], train: DecodedSource, va
     row = {
         "setting": name,
         "epochs": history[-1]["epoch"],
-        "train_seconds": round(sum(float(r["seconds"]) for r in history if r["epoch"] > 0), 1),
+        "train_seconds": round(step_seconds(history), 1),
         "images_per_s": round(float(np.median([r["images_per_s"] for r in history if r["epoch"] > 0])), 1),
         **probes(train_x, train.decoded.targets, val_x, val.decoded.targets),
         "embed_seconds": round(time.perf_counter() - t0, 1),
