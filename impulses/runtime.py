@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -90,6 +91,62 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ParameterError("device", f"{name}: only {torch.cuda.device_count()} CUDA device(s) present")
     return device
+
+
+@dataclass(frozen=True)
+class CpuDevice:
+    """The CPU, named without importing torch: what :func:`light_device` gives when torch is not needed.
+
+    It has the ``type`` and ``index`` of ``torch.device("cpu")`` and prints as it; torch calls take
+    :func:`as_torch_device` of it.
+    """
+
+    type: str = "cpu"
+    index: None = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+def _no_cuda_driver() -> bool:
+    """True when this machine surely has no CUDA driver, so torch.cuda.is_available() would say False."""
+    if sys.platform == "darwin":  # torch has no CUDA build for macOS
+        return True
+    if not sys.platform.startswith("linux"):
+        return False  # Windows: ask torch
+    # the NVIDIA kernel driver, or WSL's GPU bridge (its libcuda talks to /dev/dxg)
+    return not (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg"))
+
+
+def light_device(name: Any = "auto") -> Any:
+    """The device for ``name`` as :func:`resolve_device` picks it, without importing torch for the CPU.
+
+    ``"cpu"``, or ``"auto"`` on a machine without a CUDA driver while torch is not yet imported, give
+    a :class:`CpuDevice` (importing torch to learn that there is no GPU costs about a second, as long as
+    training one head); anything else is :func:`resolve_device`'s ``torch.device`` (a torch.device given
+    is returned as is).
+
+    Raises:
+        ParameterError: as :func:`resolve_device`.
+    """
+    if not isinstance(name, str):
+        return name
+    if name == "cpu" or (name == "auto" and "torch" not in sys.modules and _no_cuda_driver()):
+        return CpuDevice()
+    return resolve_device(name)
+
+
+def as_torch_device(device: Any) -> torch.device:
+    """``device`` (a torch.device, a :class:`CpuDevice` or a name) as a torch.device."""
+    import torch
+
+    return device if isinstance(device, torch.device) else torch.device(str(device))
+
+
+def is_tensor(value: Any) -> bool:
+    """True for a torch tensor (without importing torch: none can exist before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _writable(folder: Path) -> bool:

@@ -393,3 +393,36 @@ def test_validation_flags_are_checked_before_reading(cli, task, tmp_path, args, 
                  "--prior", task.prior, *args)  # fmt: skip
     assert result.code == 2 and result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_cpu_run_of_the_numba_kernels_never_imports_torch(task: DigitsTask, tmp_path: Path) -> None:
+    """Importing torch takes about as long as training one head; a one-head CPU run does not need it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = [str(a) for a in [*common(task, out), "--prior", task.prior, "--epochs", 3, "--test", task.test]]
+    args += ["--test-labels", str(task.test_labels), "--device", "cpu", "--json", "--no-progress"]
+    code = (
+        "import sys\n"
+        "from impulses.cli import main\n"
+        f"sys.argv = ['impulses', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # what it wrote is what torch.save would have: torch reads it, weights only
+    payload = torch.load(out / "heads.pt", weights_only=True)
+    result = json.loads(done.stdout)
+    assert payload["W"].shape == (64, 1) and payload["heads"][0]["loss"] == "imbnnpu"
+    # and the same heads as a run of the torch kernel's process, to float32 rounding
+    torch_run = tmp_path / "torch-run"
+    env = {**os.environ}
+    subprocess.run(
+        [sys.executable, "-m", "impulses", *[a if a != str(out) else str(torch_run) for a in args], "--kernel", "torch"],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    reference = torch.load(torch_run / "heads.pt", weights_only=True)
+    np.testing.assert_allclose(payload["W"].numpy(), reference["W"].numpy(), rtol=1e-4, atol=1e-5)
+    assert result[0]["epochs"] == 3 and 0 <= result[0]["auc"] <= 1

@@ -99,3 +99,41 @@ print("cache", repr(kernels._CACHE_DIR), cached, np.isfinite(result.W).all())
     assert run.returncode == 0, run.stderr[-3000:]
     expected = repr(str(tmp_path / "tmp" / f"impulses-numba-{os.getuid()}")) if temp_writable else "''"
     assert run.stdout.strip().splitlines()[-1] == f"cache {expected} {temp_writable} True"
+
+
+def test_light_device_names_the_cpu_without_torch_where_that_is_all_it_can_be(monkeypatch) -> None:
+    import sys
+
+    import torch
+
+    from impulses import runtime
+
+    assert str(runtime.light_device("cpu")) == "cpu" and runtime.light_device("cpu").type == "cpu"
+    assert runtime.as_torch_device(runtime.light_device("cpu")) == torch.device("cpu")
+    # "auto" without a CUDA driver, torch not yet imported: the CPU, without importing torch
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(runtime, "_no_cuda_driver", lambda: True)
+    assert isinstance(runtime.light_device("auto"), runtime.CpuDevice)
+    assert "torch" not in sys.modules
+    # with a driver present, torch decides (resolve_device)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setattr(runtime, "_no_cuda_driver", lambda: False)
+    device = runtime.light_device("auto")
+    assert isinstance(device, torch.device) and device.type == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    with pytest.raises(ParameterError, match="device"):
+        runtime.light_device("nonsense")
+
+
+def test_is_tensor_without_importing_torch(monkeypatch) -> None:
+    import sys
+
+    import numpy as np
+    import torch
+
+    from impulses.runtime import is_tensor
+
+    assert is_tensor(torch.zeros(1)) and not is_tensor(np.zeros(1))
+    monkeypatch.delitem(sys.modules, "torch")
+    assert not is_tensor(np.zeros(1))

@@ -40,17 +40,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from impulses import torchfile
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.losses import SURROGATES, HeadLoss, check_prior, get_loss
-from impulses.pu.trainer import FeatureSource, fit, parse_bytes, resolve_feature_dtype, window_plan
+from impulses.pu.trainer import FeatureSource, fit, host, parse_bytes, resolve_feature_dtype, window_plan
+from impulses.runtime import as_torch_device, is_tensor, light_device
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -110,12 +114,12 @@ class HeadsResult:
 
     def decision_function(self, X: ArrayLike, batch_rows: int = 65536) -> np.ndarray:
         """Logits (N, K) of every head; predictions are ``logits > 0``."""
-        W = torch.from_numpy(self.W)
-        b = torch.from_numpy(self.b)
+        W, b = self.W.astype(np.float32, copy=False), self.b.astype(np.float32, copy=False)
         out = np.empty((len(X), self.W.shape[1]), dtype=np.float32)
         for start in range(0, len(X), batch_rows):
-            block = torch.as_tensor(np.asarray(X[start : start + batch_rows]), dtype=torch.float32)
-            out[start : start + len(block)] = torch.addmm(b, block, W).numpy()
+            block = np.asarray(host(X[start : start + batch_rows]), dtype=np.float32)
+            np.matmul(block, W, out=out[start : start + len(block)])
+            out[start : start + len(block)] += b
         return out
 
     def score_store(self, store: Any, batch_rows: int = 65536) -> Any:
@@ -172,7 +176,7 @@ class HeadsResult:
         from impulses.pu.calibration import PUPlatt
 
         logits = self.decision_function(X_val)
-        lab = s_val.detach().cpu().numpy() if isinstance(s_val, torch.Tensor) else np.asarray(s_val)
+        lab = np.asarray(host(s_val))
         lab = lab[:, None] if lab.ndim == 1 else lab
         if lab.ndim != 2 or lab.shape[0] != len(logits):
             raise ParameterError(
@@ -295,7 +299,7 @@ class HeadsResult:
 
 def _label_matrix(s: ArrayLike, heads: Sequence[HeadSpec], n: int) -> tuple[np.ndarray, list[int]]:
     """Labels as (N, C) float32 and each head's column index, validated."""
-    lab = s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s)
+    lab = np.asarray(host(s))
     if lab.ndim == 1:
         lab = lab[:, None]
     if lab.ndim != 2 or lab.shape[0] != n:
@@ -377,7 +381,7 @@ def train_heads(
     shuffle: bool = True,
     shuffle_seed: int = 0,
     stratified: bool = False,
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
     feature_dtype: str = "auto",
     X_test: ArrayLike | None = None,
     y_test: ArrayLike | None = None,
@@ -437,7 +441,7 @@ def train_heads(
     everything fits in one window, the run is exactly the in-memory run.
     """
     t_start = time.perf_counter()
-    device = torch.device(device)
+    device = light_device(device)  # a torch.device, or the CPU named without importing torch
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value < 1:
             raise ParameterError(name, f"must be at least 1, got {value}")
@@ -447,8 +451,8 @@ def train_heads(
         raise ParameterError("eval_every", f"must be 0 or more, got {eval_every}")
     max_memory = parse_bytes(max_memory)
     heads = list(heads)
-    if rows is not None or max_memory is not None or not isinstance(X, np.ndarray | torch.Tensor):
-        if isinstance(X, torch.Tensor):
+    if rows is not None or max_memory is not None or not (isinstance(X, np.ndarray) or is_tensor(X)):
+        if is_tensor(X):
             X = X.detach().cpu().numpy()
         X = X if isinstance(X, FeatureSource) and rows is None else FeatureSource(X, rows)
         window_plan(X, max_memory, batch_size, heads=len(heads))  # max_memory's errors before any work
@@ -460,6 +464,8 @@ def train_heads(
 
     feature_dtype = resolve_feature_dtype(X, feature_dtype, device)
     kernel = resolve_kernel(kernel, device, len(heads))
+    if kernel == "torch":
+        device = as_torch_device(device)
     lab, columns = _label_matrix(s, heads, X.shape[0])
     losses = _check_heads(heads, lab, columns)
     if (X_test is None) != (y_test is None):
@@ -577,7 +583,10 @@ _RESULT_KEYS = ("steps", "skipped_batches", "batches_per_epoch", "epochs", "seco
 
 
 def save_heads(path: str | Path, result: HeadsResult, **meta: Any) -> Path:
-    """Write trained heads (weights, specs, training config, counts, ``meta``) with torch.save, atomically.
+    """Write trained heads (weights, specs, training config, counts, ``meta``) as torch.save does, atomically.
+
+    The file is written without importing torch (:mod:`impulses.torchfile`) unless ``meta`` holds a
+    value that writer does not handle; ``torch.load(path, weights_only=True)`` reads it either way.
 
     Args:
         path: The file to write (``heads.pt``); its folder is created.
@@ -594,8 +603,8 @@ def save_heads(path: str | Path, result: HeadsResult, **meta: Any) -> Path:
         **meta,
         "format": HEADS_FORMAT,
         "version": HEADS_VERSION,
-        "W": torch.from_numpy(np.ascontiguousarray(result.W)),
-        "b": torch.from_numpy(np.ascontiguousarray(result.b)),
+        "W": np.ascontiguousarray(result.W),
+        "b": np.ascontiguousarray(result.b),
         "dim": int(result.W.shape[0]),
         "heads": [h.to_dict() for h in result.heads],
         "training": dict(result.config),
@@ -606,7 +615,13 @@ def save_heads(path: str | Path, result: HeadsResult, **meta: Any) -> Path:
         "seconds": float(result.seconds),
     }
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torchfile.dump(payload, tmp)
+        except TypeError:  # a value only torch.save writes
+            import torch
+
+            tensors = {key: torch.from_numpy(payload[key]) for key in ("W", "b")}
+            torch.save({**payload, **tensors}, tmp)
     return path
 
 
@@ -620,6 +635,8 @@ def read_heads_file(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ImpulsesError(f"{path}: no such heads file")
     try:
+        import torch
+
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors of every kind mean "not our file"
         raise ImpulsesError(

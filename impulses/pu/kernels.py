@@ -23,7 +23,9 @@ from the torch kernel's matmuls, by float32 rounding (tested against it and agai
 from __future__ import annotations
 
 import os
+import platform
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,58 @@ from impulses.runtime import numba_cache_dir
 _CACHE_DIR = numba_cache_dir(Path(__file__).parent)
 if _CACHE_DIR:
     os.environ["NUMBA_CACHE_DIR"] = _CACHE_DIR
-# Kernel threads that reach a barrier early sleep instead of spinning (unless the user chose): where
-# other jobs hold the cores, a spinning wait costs a scheduler time slice per barrier. Measured on a
-# loaded 2-core machine, 5 epochs of 33,000 x 2048 on 2 threads: one head 10.4 s spinning, 0.12 s
-# sleeping (0.11 s on one thread); 64 heads (wide) 16.3 s vs 1.67 s (benchmarks/results/numba-wait-policy.json).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _others_running() -> int | None:
+    """Threads of other processes runnable right now (Linux: /proc/loadavg less this process's), or None."""
+
+    def ours() -> int:  # this process's threads that are running (numpy's BLAS threads spin a while)
+        count = 0
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                count += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+        return count
+
+    readings = []
+    try:  # the least of three readings 1 ms apart: a thread that runs for an instant is not other work
+        for _ in range(3):
+            readings.append(max(0, int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - ours()))
+            time.sleep(0.001)
+    except (OSError, ValueError, IndexError):
+        return None
+    return min(readings)
+
+
+def _choose_wait_policy() -> str | None:
+    """How kernel threads that reach a barrier early wait, set before OpenMP starts (unless the user chose).
+
+    A one-head epoch has two parallel loops per batch, so a run passes ~26,000 barriers. On an idle
+    machine OpenMP's default (spin ~300,000 times, then sleep) is fastest: a sleeping thread's wake-up
+    costs a core's exit from its idle state. Where other work holds the cores, a spinning thread
+    waits for one that is not scheduled, so they sleep at once (PASSIVE). Measured on 2 cores, one
+    head, 33,000 x 2048: idle, 100 epochs: spin 1.3-1.6 s, sleep 2.5-2.9 s (one thread 2.3 s); two
+    busy processes beside it, 10 epochs: sleep 0.24-0.86 s, bounded spin 1.5 s, spin without end
+    0.6-1.0 s (benchmarks/bench_wait_policy.py, results/numba-wait-policy*.json). Returns the policy
+    set, None when left to OpenMP.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return None
+    others = _others_running()
+    if others is None or others > 0:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "PASSIVE"
+    return None
+
+
+WAIT_POLICY = _choose_wait_policy()
 
 try:
     import numba
     from llvmlite import ir
     from numba import njit, prange, types
+    from numba.core import cgutils
     from numba.core.extending import intrinsic, overload
 except ImportError:  # pragma: no cover - numba is a declared dependency; the trainer falls back
     AVAILABLE = False
@@ -176,6 +220,88 @@ if AVAILABLE:
                         bias_grad[k, 0] = bias
                         _adam(theta[k, dim:], exp_avg[k, dim:], exp_avg_sq[k, dim:], bias_grad[k], a, c,
                               beta1, beta2, eps)  # fmt: skip
+
+    @njit(nogil=True, boundscheck=False, cache=_CACHE_DIR != "")
+    def _fisher_yates(draws, out):  # pragma: no cover - compiled
+        """torch.randperm's shuffle for n < 2³²/20: out[i] <-> out[i + draws[i] % (n − i)], i = 0 … n−2."""
+        n = out.shape[0]
+        for i in range(n):
+            out[i] = i
+        for i in range(n - 1):
+            j = i + np.int64(draws[i] % np.uint64(n - i))
+            out[i], out[j] = out[j], out[i]
+
+    @njit(nogil=True, boundscheck=False, cache=_CACHE_DIR != "")
+    def _inside_out(draws, out):  # pragma: no cover - compiled
+        """torch.randperm's shuffle from 2³²/20 rows on: out[i] = i, then out[i] <-> out[draws[i] % (i + 1)]."""
+        for i in range(out.shape[0]):
+            j = np.int64(draws[i] % np.uint64(i + 1))
+            out[i] = i
+            out[i] = out[j]
+            out[j] = i
+
+    @intrinsic
+    def _swap_mxcsr(typingctx, value):
+        """Load ``value`` into this thread's SSE control register (MXCSR); return what it held."""
+        sig = types.uint32(types.uint32)
+
+        def codegen(context, builder, signature, args):
+            byte_ptr = ir.IntType(8).as_pointer()
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            fnty = ir.FunctionType(ir.VoidType(), [byte_ptr])
+            store = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.stmxcsr")
+            load = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.ldmxcsr")
+            ptr = builder.bitcast(slot, byte_ptr)
+            builder.call(store, [ptr])
+            old = builder.load(slot)
+            builder.store(args[0], slot)
+            builder.call(load, [ptr])
+            return old
+
+        return sig, codegen
+
+    @njit(nogil=True, cache=_CACHE_DIR != "")
+    def _set_mxcsr_bits(bits, on):  # pragma: no cover - compiled
+        """Set (``on``) or clear ``bits`` of MXCSR; return the previous register."""
+        old = _swap_mxcsr(np.uint32(0x1F80))  # a valid value while reading the current one
+        _swap_mxcsr((old | bits) if on else (old & ~bits))
+        return old
+
+
+def shuffle_like_torch(draws: np.ndarray, n: int, *, wide: bool) -> np.ndarray:
+    """The permutation torch.randperm(n) makes from its generator's ``draws`` (uint64; see impulses.pu.generator).
+
+    ``wide``: the draws are 64-bit (torch's algorithm for n of 2³²/20 and more), else 32-bit. Compiled
+    with numba where it is present (33,000 rows: ~0.1 ms), else a Python loop (~20 ms).
+    """
+    out = np.empty(n, dtype=np.int64)
+    if AVAILABLE:
+        (_inside_out if wide else _fisher_yates)(draws, out)
+        return out
+    out[:] = np.arange(n)
+    for i in range(n) if wide else range(n - 1):
+        if wide:
+            j = int(draws[i] % (i + 1))
+            out[i], out[j] = out[j], i
+        else:
+            j = i + int(draws[i] % (n - i))
+            out[i], out[j] = out[j], out[i]
+    return out
+
+
+FLUSH_BITS = 0x8040  # MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6)
+
+
+def flush_denormals(on: bool) -> bool | None:
+    """Flush subnormal floats to zero on this thread (``on``) or stop; whether it was on before.
+
+    What ``torch.set_flush_denormal`` does, without torch: Adam's second moments of saturated heads
+    underflow into subnormal floats, which make CPU arithmetic ~30x slower (one head, 100 epochs of
+    33,000 x 2048: 2.5 s without, 1.4 s with). None (and nothing done) off x86-64 or without numba.
+    """
+    if not AVAILABLE or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    return bool(_set_mxcsr_bits(np.uint32(FLUSH_BITS), on) & FLUSH_BITS == FLUSH_BITS)
 
 
 def kernel_view(X: np.ndarray) -> np.ndarray:

@@ -50,13 +50,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from impulses.errors import ParameterError
 
-Prior = float | Sequence[float] | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+    Prior = float | Sequence[float] | torch.Tensor
+
+# torch is imported by the functions that use it: the numba kernels' runs (plan only) never need it
 SURROGATES = ("sigmoid", "logistic")
 
 
@@ -77,6 +82,8 @@ def check_surrogate(surrogate: str, param: str = "surrogate") -> str:
 # ---------------------------------------------------------------------------------------------
 def _as_2d(logits: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(B,) or (B, K) logits and (B,) or (B, K) labels -> (B, K) both, and whether to squeeze K."""
+    import torch
+
     squeeze = logits.dim() == 1
     g = logits.unsqueeze(1) if squeeze else logits
     if g.dim() != 2:
@@ -92,6 +99,8 @@ def _as_2d(logits: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def _per_head(value: Prior | None, k: int, like: torch.Tensor, name: str) -> torch.Tensor:
     """A float or a (K,) sequence as a (K,) tensor on ``like``'s device and dtype."""
+    import torch
+
     t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     if t.dim() == 0:
         return t.expand(k)
@@ -110,10 +119,12 @@ def check_prior(prior: Prior | None, name: str = "prior", *, param: str | None =
     where = "" if param is None else f"{name} "
     if prior is None:
         raise ParameterError(param or name, f"{where}is required by the PU losses (a value in (0, 1))")
-    values = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
-    bad = values[(values <= 0) | (values >= 1) | ~torch.isfinite(values)]
-    if bad.numel():
-        raise ParameterError(param or name, f"{where}{bad[0].item():g} is not in (0, 1)")
+    if hasattr(prior, "detach"):  # a torch tensor, maybe on a GPU
+        prior = prior.detach().cpu().numpy()
+    values = np.asarray(prior, dtype=np.float64).reshape(-1)
+    bad = values[(values <= 0) | (values >= 1) | ~np.isfinite(values)]
+    if bad.size:
+        raise ParameterError(param or name, f"{where}{bad[0]:g} is not in (0, 1)")
 
 
 def _finish(obj: torch.Tensor, squeeze: bool) -> torch.Tensor:
@@ -125,6 +136,9 @@ def _finish(obj: torch.Tensor, squeeze: bool) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 def _pu_means(g: torch.Tensor, s: torch.Tensor, surrogate: str = "sigmoid") -> tuple[torch.Tensor, ...]:
     """Per head: mean_P ℓ(g), mean_P ℓ(−g), mean_U ℓ(−g), and whether the batch has both P and U."""
+    import torch
+    import torch.nn.functional as F
+
     n_p = s.sum(0)
     n_u = (1 - s).sum(0)
     valid = (n_p > 0) & (n_u > 0)
@@ -143,6 +157,8 @@ def _pu_means(g: torch.Tensor, s: torch.Tensor, surrogate: str = "sigmoid") -> t
 def _non_negative(
     r_p: torch.Tensor, r_n: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor
 ) -> torch.Tensor:
+    import torch
+
     return torch.where(r_n >= -beta, r_p + r_n, -gamma * r_n)
 
 
@@ -169,7 +185,7 @@ def nnpu_loss(
     r_p = pi * mpp
     r_n = mun - pi * mpn
     obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
-    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+    return _finish(obj.where(valid, obj.new_zeros(())), squeeze)
 
 
 def imbnnpu_loss(
@@ -197,7 +213,7 @@ def imbnnpu_loss(
     r_p = pp * mpp
     r_n = (1 - pp) / (1 - pi) * (mun - pi * mpn)
     obj = _non_negative(r_p, r_n, _per_head(beta, k, g, "beta"), _per_head(gamma, k, g, "gamma"))
-    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+    return _finish(obj.where(valid, obj.new_zeros(())), squeeze)
 
 
 def upu_loss(
@@ -219,7 +235,7 @@ def upu_loss(
     pi = _per_head(prior, g.shape[1], g, "prior")
     mpp, mpn, mun, valid = _pu_means(g, lab, surrogate)
     obj = pi * mpp + mun - pi * mpn
-    return _finish(torch.where(valid, obj, torch.zeros_like(obj)), squeeze)
+    return _finish(obj.where(valid, obj.new_zeros(())), squeeze)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,13 +243,15 @@ def upu_loss(
 # ---------------------------------------------------------------------------------------------
 def _weighted_bce(g: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Mean over rows of w·y·softplus(−g) + (1−y)·softplus(g): BCEWithLogitsLoss(pos_weight=w) per head."""
+    import torch.nn.functional as F
+
     return (w * y * F.softplus(-g) + (1 - y) * F.softplus(g)).mean(0)
 
 
 def bce_loss(logits: torch.Tensor, s: torch.Tensor, prior: Prior | None = None) -> torch.Tensor:
     """Binary cross-entropy with unlabeled rows taken as negative (the naive baseline); ``prior`` is ignored."""
     g, lab, squeeze = _as_2d(logits, s)
-    return _finish(_weighted_bce(g, lab, torch.ones((), dtype=g.dtype, device=g.device)), squeeze)
+    return _finish(_weighted_bce(g, lab, g.new_ones(())), squeeze)
 
 
 def wbce_loss(
@@ -333,13 +351,21 @@ class FusedObjective:
 
     Logistic heads (bce, wbce, pn): the gradient of mean_i w·y_i·softplus(−g_i) + (1−y_i)·softplus(g_i)
     is σ(g_i)·u_i − v_i with u_i = (1 + (w−1)·y_i)/B and v_i = w·y_i/B.
+
+    With ``device`` None the per-head constants are float32 numpy rows and :meth:`plan` takes numpy
+    arrays (the numba kernels' runs, which need no torch); with a torch device they are tensors
+    there, for :meth:`plan`, :meth:`grad` and :meth:`objective` on tensors.
     """
 
-    def __init__(
-        self, heads: Sequence[HeadLoss], *, device: torch.device, dtype: torch.dtype = torch.float32
-    ):
-        def row(values: Sequence[float]) -> torch.Tensor:
-            return torch.tensor([list(values)], dtype=dtype, device=device)
+    def __init__(self, heads: Sequence[HeadLoss], *, device: Any = None, dtype: Any = None):
+        def row(values: Sequence[float]) -> Any:
+            if device is None:
+                return np.array([list(values)], dtype=np.float32)
+            import torch
+
+            return torch.tensor(
+                [list(values)], dtype=torch.float32 if dtype is None else dtype, device=device
+            )
 
         specs = [get_loss(h.loss) for h in heads]
         is_pu = [spec.kind == "pu" for spec in specs]
@@ -359,7 +385,7 @@ class FusedObjective:
                 a.append(p if pu else 0.0)
                 c.append(1.0 if pu else 0.0)
         corrects = [spec.name in ("nnpu", "imbnnpu") for spec in specs]
-        self.pu_col = row([1.0 if pu else 0.0 for pu in is_pu]).bool()
+        self.pu_col = row([1.0 if pu else 0.0 for pu in is_pu]) > 0
         self.a = row(a)
         self.c = row(c)
         self.c_pi = self.c * row(pi)
@@ -374,7 +400,7 @@ class FusedObjective:
         ]
         self.logistic = logistic  # per head: a PU head with the logistic surrogate
         self.any_logistic_pu = any(logistic)
-        self.log_col = row([1.0 if lg else 0.0 for lg in logistic]).bool()
+        self.log_col = row([1.0 if lg else 0.0 for lg in logistic]) > 0
 
     def plan(
         self,
@@ -393,11 +419,12 @@ class FusedObjective:
         PU heads: ``neg_v`` = −rp, the normal branch's offset), and with ``objective`` ``rp``
         (R_p = Σ rp·ℓ(g)), which only :meth:`objective` needs.
         """
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, Any] = {}
+        xp = np if isinstance(s, np.ndarray) else _torch()  # where and zeros_like alike in both
         if self.any_pu:
             rp = s * inv_p * self.a
             r = (1 - s) * inv_u * self.c - s * inv_p * self.c_pi
-            normal = torch.where(self.log_col, r + rp, r - rp) if self.any_logistic_pu else r - rp
+            normal = xp.where(self.log_col, r + rp, r - rp) if self.any_logistic_pu else r - rp
             out.update(r=r, normal=normal, corrected=r * self.neg_gamma)
             if objective:
                 out["rp"] = rp
@@ -406,9 +433,9 @@ class FusedObjective:
             out.update(u=(1 + wy - s) * inv_b, neg_v=-wy * inv_b)
         if self.any_logistic_pu:
             neg_rp = -s * inv_p * self.a
-            out["neg_v"] = torch.where(self.log_col, neg_rp, out["neg_v"]) if "neg_v" in out else neg_rp
+            out["neg_v"] = xp.where(self.log_col, neg_rp, out["neg_v"]) if "neg_v" in out else neg_rp
             if "u" not in out:
-                out["u"] = torch.zeros_like(neg_rp)
+                out["u"] = xp.zeros_like(neg_rp)
         return out
 
     def grad(self, z: torch.Tensor, coef: dict, *, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -416,6 +443,8 @@ class FusedObjective:
 
         ``p`` is a (B, K) scratch buffer (it holds σ(z) afterwards).
         """
+        import torch
+
         torch.sigmoid(z, out=p)
         if self.any_logistic_pu:
             corrected = self._corrected_logistic(z, p, coef)
@@ -434,14 +463,15 @@ class FusedObjective:
         return out
 
     def _negative_risk(self, p: torch.Tensor, coef: dict, tmp: torch.Tensor) -> torch.Tensor:
-        return torch.mul(p, coef["r"], out=tmp).sum(0, keepdim=True)
+        return _torch().mul(p, coef["r"], out=tmp).sum(0, keepdim=True)
 
     def _corrected(self, p: torch.Tensor, coef: dict, tmp: torch.Tensor) -> torch.Tensor:
         return self._negative_risk(p, coef, tmp) < self.neg_beta
 
     def _negative_loss(self, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """ℓ(−g) per (row, head): σ(g), or softplus(g) for logistic-surrogate PU heads."""
-        return torch.where(self.log_col, F.softplus(z), p) if self.any_logistic_pu else p
+        torch = _torch()
+        return torch.where(self.log_col, torch.nn.functional.softplus(z), p) if self.any_logistic_pu else p
 
     def _corrected_logistic(self, z: torch.Tensor, p: torch.Tensor, coef: dict) -> torch.Tensor:
         r_n = (self._negative_loss(z, p) * coef["r"]).sum(0, keepdim=True)
@@ -449,6 +479,9 @@ class FusedObjective:
 
     def objective(self, z: torch.Tensor, coef: dict) -> torch.Tensor:
         """The (1, K) objectives on one batch (the values the registered loss functions give)."""
+        import torch
+        import torch.nn.functional as F
+
         p = torch.sigmoid(z)
         out = torch.zeros((1, self.k), dtype=z.dtype, device=z.device)
         if self.any_pu:
@@ -465,3 +498,10 @@ class FusedObjective:
             bce = (coef["u"] * F.softplus(z) + coef["neg_v"] * z).sum(0, keepdim=True)
             out = torch.where(self.pu_col, out, bce)
         return out
+
+
+def _torch() -> Any:
+    """The torch module, imported on first use (see the module's imports)."""
+    import torch
+
+    return torch

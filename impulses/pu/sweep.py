@@ -521,7 +521,7 @@ def run_sweep(
     from impulses.pu.kernels import check_kernel
     from impulses.pu.metrics import evaluate_heads
     from impulses.pu.prior import auto_prior
-    from impulses.runtime import resolve_device
+    from impulses.runtime import light_device
 
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
         if not isinstance(value, int | np.integer) or value < 1:
@@ -578,8 +578,8 @@ def run_sweep(
             )
         y_test = _labels(y_test, X_test.shape[0], "y_test")
     check_surrogate(surrogate)
-    torch_device = resolve_device(device) if isinstance(device, str) else device
-    check_kernel(kernel, torch_device)
+    run_device = light_device(device)  # the CPU without importing torch, where that is all it is
+    check_kernel(kernel, run_device)
     seed_list = list(range(int(seeds)))
 
     def grid_for(per_set: Sequence[float] | Mapping[str, Sequence[float]]) -> list[GridHead]:
@@ -629,7 +629,7 @@ def run_sweep(
     specs = [head.spec for head in grid]
     train_args = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, stratified=stratified, shuffle_seed=shuffle_seed,
-        device=torch_device, threads=threads, kernel=kernel, X_test=X_test if eval_every > 0 else None,
+        device=run_device, threads=threads, kernel=kernel, X_test=X_test if eval_every > 0 else None,
         y_test=y_test if eval_every > 0 else None, eval_every=eval_every, track_loss=eval_every > 0, max_memory=max_memory,
     )  # fmt: skip
     if held is None:

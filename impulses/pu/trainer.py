@@ -21,36 +21,43 @@ the whole store is read once and is exactly the in-memory run (same order, same 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from impulses.embed.store import finite_mask, read_rows
 from impulses.errors import ParameterError, StoreError
+from impulses.pu.generator import TorchStream
 from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
+from impulses.runtime import as_torch_device, is_tensor
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor
+
+# torch is imported where the torch kernel, loss tracking or in-training evaluation need it: a run of
+# the numba kernels does not, and importing it would take about as long as training one head
 SMALL_STEP_MACS = 1 << 23  # below this much work per step, one CPU thread beats several
 USE_FUSED_ADAM = True  # PyTorch's fused Adam kernel where all heads share a step count (tests turn it off)
 
 
-def linear_init(dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_init(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """torch.nn.Linear(dim, 1)'s default initialisation, drawn from a generator seeded with ``seed``.
 
-    Weights then bias ~ U(−1/√dim, 1/√dim), in the order ``torch.manual_seed(seed); nn.Linear(dim, 1)``
-    draws them, so a head matches a reference model built that way.
+    Weights (dim,) then bias (1,) ~ U(−1/√dim, 1/√dim), float32, the numbers
+    ``torch.manual_seed(seed); nn.Linear(dim, 1)`` draws (:class:`~impulses.pu.generator.TorchStream`),
+    so a head matches a reference model built that way.
     """
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = TorchStream(seed)
     bound = 1.0 / math.sqrt(dim) if dim > 0 else 0.0
-    w = torch.empty(dim).uniform_(-bound, bound, generator=gen)
-    b = torch.empty(1).uniform_(-bound, bound, generator=gen)
-    return w, b
+    return gen.uniform(dim, -bound, bound), gen.uniform(1, -bound, bound)
 
 
 FEATURE_DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -64,7 +71,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device) -> str:
+def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: Any) -> str:
     """The dtype features are held in: ``auto`` → float16 for float16 input, else float32."""
     if feature_dtype not in FEATURE_DTYPES:
         raise ParameterError(
@@ -77,50 +84,59 @@ def resolve_feature_dtype(X: ArrayLike, feature_dtype: str, device: torch.device
     return feature_dtype
 
 
-def features(X: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """X (N, D) on ``device`` in ``dtype``, without a copy when it already is (float32 numpy on CPU)."""
-    src = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(X))
-    return src.to(device=device, dtype=dtype).contiguous()
+def features(X: ArrayLike, device: Any, dtype: str) -> torch.Tensor:
+    """X (N, D) as a tensor on ``device`` in ``dtype`` (a name), without a copy when it already is."""
+    import torch
+
+    src = X if is_tensor(X) else torch.from_numpy(np.ascontiguousarray(X))
+    return src.to(device=as_torch_device(device), dtype=getattr(torch, dtype)).contiguous()
+
+
+def host_features(X: ArrayLike, dtype: str) -> np.ndarray:
+    """X (N, D) as a C-contiguous numpy array in ``dtype``, without a copy when it already is."""
+    if is_tensor(X):
+        X = X.detach().cpu().numpy()
+    return np.ascontiguousarray(X, dtype=np.dtype(dtype))
 
 
 def epoch_order(
-    n: int, batch_size: int, gen: torch.Generator | None, strata: np.ndarray | None
-) -> tuple[torch.Tensor, list[int]]:
-    """Row order of one epoch and its batch sizes.
+    n: int, batch_size: int, gen: TorchStream | None, strata: np.ndarray | None
+) -> tuple[np.ndarray, list[int]]:
+    """Row order of one epoch (int64) and its batch sizes.
 
-    Plain: a permutation (``gen``) or the identity, cut into batches of ``batch_size`` (the last one
+    Plain: a permutation (``gen``: torch.randperm's) or the identity, cut into batches of ``batch_size`` (the last one
     smaller). Stratified: ceil(N/B) batches; the epoch's labeled positives and unlabeled rows are each
     permuted and dealt out as evenly as possible over the batches (each batch gets ⌊|P|/nb⌋ or
     ⌈|P|/nb⌉ positives); with fewer positives than batches, positives are drawn again (cycled
     permutations) so every batch holds one.
     """
     if strata is None:
-        order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        order = gen.randperm(n) if gen is not None else np.arange(n)
         sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
         return order, sizes
     nb = max(1, math.ceil(n / batch_size))
-    pos = torch.from_numpy(np.flatnonzero(strata))
-    unl = torch.from_numpy(np.flatnonzero(~strata))
+    pos = np.flatnonzero(strata)
+    unl = np.flatnonzero(~strata)
 
-    def perm(idx: torch.Tensor) -> torch.Tensor:
-        return idx[torch.randperm(len(idx), generator=gen)] if gen is not None else idx
+    def perm(idx: np.ndarray) -> np.ndarray:
+        return idx[gen.randperm(len(idx))] if gen is not None else idx
 
     pos_order = perm(pos)
     while 0 < len(pos_order) < nb:
-        pos_order = torch.cat([pos_order, perm(pos)])
+        pos_order = np.concatenate([pos_order, perm(pos)])
     pos_order = pos_order[: max(nb, len(pos))]
     unl_order = perm(unl)
 
-    def deal(m: int) -> torch.Tensor:  # batch id of each of m items dealt like np.array_split
+    def deal(m: int) -> np.ndarray:  # batch id of each of m items dealt like np.array_split
         base, extra = divmod(m, nb)
-        counts = torch.full((nb,), base, dtype=torch.long)
+        counts = np.full(nb, base, dtype=np.int64)
         counts[:extra] += 1
-        return torch.repeat_interleave(torch.arange(nb), counts)
+        return np.repeat(np.arange(nb), counts)
 
-    batch_of = torch.cat([deal(len(pos_order)), deal(len(unl_order))])
-    rank = torch.argsort(batch_of, stable=True)
-    order = torch.cat([pos_order, unl_order])[rank]
-    sizes = torch.bincount(batch_of, minlength=nb).tolist()
+    batch_of = np.concatenate([deal(len(pos_order)), deal(len(unl_order))])
+    rank = np.argsort(batch_of, kind="stable")
+    order = np.concatenate([pos_order, unl_order])[rank]
+    sizes = np.bincount(batch_of, minlength=nb).tolist()
     sizes = [size for size in sizes if size > 0]
     return order, sizes
 
@@ -128,12 +144,12 @@ def epoch_order(
 def block_windows(
     n: int,
     batch_size: int,
-    gen: torch.Generator | None,
+    gen: TorchStream | None,
     strata: np.ndarray | None,
     *,
     block_rows: int,
     window_blocks: int,
-) -> Iterator[tuple[np.ndarray, torch.Tensor, list[int]]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, list[int]]]:
     """The windows of one block-shuffled epoch: ``(rows, order, sizes)`` each, drawn lazily from ``gen``.
 
     ``rows`` are the window's row positions (increasing: its blocks in file order), ``order`` a
@@ -147,7 +163,7 @@ def block_windows(
         order, sizes = epoch_order(n, batch_size, gen, strata)
         yield np.arange(n), order, sizes
         return
-    blocks = (torch.randperm(n_blocks, generator=gen) if gen is not None else torch.arange(n_blocks)).numpy()
+    blocks = gen.randperm(n_blocks) if gen is not None else np.arange(n_blocks)
     for first in range(0, n_blocks, window_blocks):
         chosen = np.sort(blocks[first : first + window_blocks])
         starts = chosen * block_rows
@@ -346,7 +362,7 @@ def fit(
     shuffle: bool,
     shuffle_seed: int,
     stratified: bool,
-    device: torch.device,
+    device: Any,
     feature_dtype: str,
     kernel: str,
     test: tuple[ArrayLike, np.ndarray] | None,
@@ -364,9 +380,10 @@ def fit(
     share a label set share one column: the labels take N x label sets, not N x heads (400 MB for
     64 heads on 1.5 million rows).
 
-    ``kernel`` is "fused", "wide" or "torch" (already resolved); ``threads``/``prefetch`` as documented by
-    :func:`impulses.pu.heads.train_heads`. The process's torch thread count and denormal flushing
-    are restored afterwards. ``X`` as a :class:`FeatureSource` is read in windows within
+    ``kernel`` is "fused", "wide" or "torch" (already resolved; ``device`` a torch.device, or a
+    :class:`~impulses.runtime.CpuDevice` for the numba kernels, whose runs do not import torch);
+    ``threads``/``prefetch`` as documented by :func:`impulses.pu.heads.train_heads`. The torch
+    kernel's thread count and denormal flushing are restored afterwards. ``X`` as a :class:`FeatureSource` is read in windows within
     ``max_memory`` bytes (block-shuffled epochs, see the module's docstring); as an array it is
     trained in memory.
     """
@@ -382,18 +399,14 @@ def fit(
         betas=betas,
         eps=eps,
         device=device,
-        x_dtype=getattr(torch, feature_dtype),
+        feature_dtype=feature_dtype,
         fused=kernel in ("fused", "wide"),
     )
     trainer.wide = kernel == "wide"
-    gen = torch.Generator().manual_seed(int(shuffle_seed)) if shuffle else None
+    gen = TorchStream(shuffle_seed) if shuffle else None
     strata = trainer.strata() if stratified else None
     history: list[dict[str, Any]] = []
-    # Adam's second moments of saturated heads underflow into subnormal floats, which make CPU
-    # arithmetic ~30x slower; flushing them to zero changes nothing measurable (|x| < 1.2e-38).
-    flush = device.type == "cpu" and torch.set_flush_denormal(True)
-    threads_before = torch.get_num_threads()
-    kernel_threads = None
+    flush, flushed, threads_before, kernel_threads = False, None, None, None
     if kernel in ("fused", "wide"):
         from impulses.pu import kernels
 
@@ -403,9 +416,15 @@ def fit(
         if kernel == "wide":  # its work units are rows (logits) and 64-column blocks (gradient)
             default = available_cpus()
         kernel_threads = kernels.set_threads(threads if threads is not None else default)
-        torch.set_num_threads(1)  # what is left for torch is elementwise work on (B, K)
+        flushed = kernels.flush_denormals(True)  # as the torch kernel does (below)
         prefetch = False
     else:
+        import torch
+
+        # Adam's second moments of saturated heads underflow into subnormal floats, which make CPU
+        # arithmetic ~30x slower; flushing them to zero changes nothing measurable (|x| < 1.2e-38).
+        flush = device.type == "cpu" and torch.set_flush_denormal(True)
+        threads_before = torch.get_num_threads()
         if threads is None and batch_size * (X.shape[1] + 1) * len(losses) < SMALL_STEP_MACS:
             threads = 1
         if device.type == "cpu" and threads is not None:
@@ -429,7 +448,7 @@ def fit(
             ]
             if not windowed:  # every row fits: read once, train as in memory
                 trainer.set_features(source.read(np.arange(trainer.n), buffers[0]))
-        test_x = features(test[0], device, trainer.x_dtype) if test is not None else None
+        test_x = features(test[0], device, feature_dtype) if test is not None else None
         windows = (
             (epoch, window)
             for epoch in range(epochs)
@@ -474,14 +493,16 @@ def fit(
             trainer._prefetch_pool.shutdown(wait=True, cancel_futures=True)
         if flush:
             torch.set_flush_denormal(False)
-        if torch.get_num_threads() != threads_before:
+        if flushed is False:
+            kernels.flush_denormals(False)
+        if threads_before is not None and torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
     W, b = trainer.weights()
     return FitResult(
         W=W,
         b=b,
-        steps=trainer.steps.cpu().numpy().astype(np.int64),
-        skipped_batches=trainer.skipped.cpu().numpy().astype(np.int64),
+        steps=host(trainer.steps).astype(np.int64),
+        skipped_batches=host(trainer.skipped).astype(np.int64),
         batches_per_epoch=trainer.batches_per_epoch,
         history=history,
         prefetch=bool(prefetch),
@@ -490,10 +511,15 @@ def fit(
     )
 
 
-def batch_coefficients(plan: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
-    """A plan's (N, K) coefficient matrices cut into the epoch's batches: one dict per batch."""
-    splits = {key: torch.split(v, sizes) for key, v in plan.items()}
-    return [{key: v[j] for key, v in splits.items()} for j in range(len(sizes))]
+def host(values: Any) -> np.ndarray:
+    """``values`` as a numpy array (a torch tensor is copied off its device)."""
+    return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
+
+
+def batch_coefficients(plan: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
+    """A plan's (N, K) coefficient matrices (numpy or torch) cut into the epoch's batches: one dict per batch."""
+    starts = np.cumsum([0, *sizes]).tolist()
+    return [{key: v[a:b] for key, v in plan.items()} for a, b in itertools.pairwise(starts)]
 
 
 class Trainer:
@@ -503,12 +529,15 @@ class Trainer:
     with heads as rows, MKL's skinny products stay fast for every K — the D×K layout is ~10× slower
     for 2–8 heads — and each head's row is contiguous for the fused kernel). Adam's moments have
     theta's shape; a head's step counter advances only on batches where it learned something (every
-    batch for logistic heads; batches with both P and U for PU heads). With the fused kernel an
-    epoch is one call of :func:`impulses.pu.kernels.train_epoch`. With the torch kernel a batch is
+    batch for logistic heads; batches with both P and U for PU heads).
+
+    With the numba kernels (``fused``) the state is numpy arrays and an epoch is one call of
+    :func:`impulses.pu.kernels.train_epoch` (or ``train_epoch_wide``: ``wide``, set by :func:`fit`);
+    torch is not imported. With the torch kernel the state is tensors on ``device``, and a batch is
     gathered (and widened to float32 when X is held narrower) into one (B, D) buffer small enough
     to stay in cache, which the forward and the backward matmul then read; while all heads share
     one step count, Adam is PyTorch's fused kernel on the whole matrix, otherwise a per-head masked
-    update. ``wide`` (set by :func:`fit`) runs the fused path's epochs with the wide kernel.
+    update. Both compute an epoch's label statistics the same way, in numpy or in torch.
     """
 
     wide: bool = False
@@ -525,68 +554,87 @@ class Trainer:
         lr: float,
         betas: tuple[float, float],
         eps: float,
-        device: torch.device,
-        x_dtype: torch.dtype,
+        device: Any,
+        feature_dtype: str,
         fused: bool = False,
     ) -> None:
-        dt = torch.float32
-        self.device, self.x_dtype, self.dt = device, x_dtype, dt
+        self.device, self.feature_dtype = device, feature_dtype
         self.n, self.d = (int(v) for v in X.shape)
         self.use_kernel = fused
-        self.X: torch.Tensor | None = None
+        self.X: Any = None  # numpy (numba kernels) or a tensor on the device (torch kernel)
         self.X_kernel = None  # the fused kernels read X in place (float16 as its bits)
-        if not isinstance(X, FeatureSource):
-            self.set_features(X)
         self.k = len(losses)
+        self.losses = losses
         self.S_np = np.ascontiguousarray(S, dtype=np.float32)  # label columns (N, C)
-        self.S = torch.from_numpy(self.S_np).to(device)
         self.columns = np.arange(self.k) if columns is None else np.asarray(columns, dtype=np.int64)
-        self._columns_t = torch.from_numpy(self.columns).to(device)
-        self.fused = FusedObjective(losses, device=device)
-        self.is_pu = torch.tensor([get_loss(h.loss).kind == "pu" for h in losses], device=device)
+        self.is_pu_np = np.array([get_loss(h.loss).kind == "pu" for h in losses], dtype=np.bool_)
         self.lr, self.betas, self.eps = lr, betas, eps
-
-        theta = torch.empty((self.k, self.d + 1), dtype=dt)
+        theta = np.empty((self.k, self.d + 1), dtype=np.float32)
         for j, seed in enumerate(seeds):
             w, b = linear_init(self.d, seed)
             theta[j, : self.d] = w
             theta[j, self.d] = b[0]
-        self.theta = theta.to(device)
+        self.batches_per_epoch = 0
+        self.b_max = batch_size + 1
+        self._prefetch_pool: ThreadPoolExecutor | None = None  # set by fit when prefetching
+        self._cpu_objective: FusedObjective | None = None  # torch's, for loss tracking and evaluation
+        if fused:
+            self.fused = FusedObjective(losses)  # numpy constants
+            self.theta = theta
+            self.exp_avg = np.zeros_like(theta)
+            self.exp_avg_sq = np.zeros_like(theta)
+            self.steps = np.zeros(self.k, dtype=np.float64)
+            self.skipped = np.zeros(self.k, dtype=np.float64)
+        else:
+            self._init_torch(theta)
+        if not isinstance(X, FeatureSource):
+            self.set_features(X)
+
+    def _init_torch(self, theta: np.ndarray) -> None:
+        """The torch kernel's state: parameters, moments and step buffers as tensors on the device."""
+        import torch
+
+        device, dt = self.device, torch.float32
+        self.dt = dt
+        self.x_dtype = x_dtype = getattr(torch, self.feature_dtype)
+        self.S = torch.from_numpy(self.S_np).to(device)
+        self._columns_t = torch.from_numpy(self.columns).to(device)
+        self.fused = FusedObjective(self.losses, device=device)
+        self.is_pu = torch.from_numpy(self.is_pu_np).to(device)
+        self.theta = torch.from_numpy(theta).to(device)
         self.exp_avg = torch.zeros_like(self.theta)
         self.exp_avg_sq = torch.zeros_like(self.theta)
         self.grad = torch.empty_like(self.theta)
         self.g2 = torch.empty_like(self.theta)
         self.denom = torch.empty_like(self.theta)
         self.upd = torch.empty_like(self.theta)
-        self.eps_col = torch.full((self.k, 1), eps, dtype=dt, device=device)
+        self.eps_col = torch.full((self.k, 1), self.eps, dtype=dt, device=device)
         self.steps = torch.zeros(self.k, dtype=torch.float64, device=device)
         self.skipped = torch.zeros(self.k, dtype=torch.float64, device=device)
-        self.batches_per_epoch = 0
-        self.b_max = batch_size + 1
         # two batch slots: with prefetching, a second thread fills one while the other is computed on
-        slots = 0 if fused else 2
-        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(slots)]
+        self.xb = [torch.empty((self.b_max, self.d), dtype=dt, device=device) for _ in range(2)]
         self.xlow = (
-            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(slots)]
+            [torch.empty((self.b_max, self.d), dtype=x_dtype, device=device) for _ in range(2)]
             if x_dtype != dt
             else None
         )
         self.bufs = [torch.empty((self.b_max, self.k), dtype=dt, device=device) for _ in range(3)]
         self._views: dict[int, tuple] = {}
         self.use_fused_adam = USE_FUSED_ADAM and hasattr(torch, "_fused_adam_")
-        self._prefetch_pool: ThreadPoolExecutor | None = None  # set by fit when prefetching
 
     def set_features(self, X: ArrayLike) -> None:
-        """The rows the next epochs (or windows) read: X on the device, and its kernel view."""
-        self.X = features(X, self.device, self.x_dtype)
+        """The rows the next epochs (or windows) read: X in memory (on the device), and its kernel view."""
         if self.use_kernel:
             from impulses.pu.kernels import kernel_view  # imports numba: only when it is used
 
-            self.X_kernel = kernel_view(self.X.numpy())
+            self.X = host_features(X, self.feature_dtype)
+            self.X_kernel = kernel_view(self.X)
+        else:
+            self.X = features(X, self.device, self.feature_dtype)
 
     def strata(self) -> np.ndarray:
         """Rows labeled positive for any PU head (for any head when there is no PU head)."""
-        pu = self.is_pu.cpu().numpy()
+        pu = self.is_pu_np
         cols = self.S_np[:, np.unique(self.columns[pu] if pu.any() else self.columns)]
         return cols.max(axis=1) > 0
 
@@ -604,6 +652,8 @@ class Trainer:
         (``index_select``) into the slot, through a narrow slot when X is held as float16/bfloat16
         (half the bytes read from memory, widened in cache).
         """
+        import torch
+
         X, index_select = self.X, torch.index_select
         slices = torch.split(X, sizes) if in_order else None
         starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
@@ -627,14 +677,14 @@ class Trainer:
 
     def epoch(
         self,
-        order: torch.Tensor,
+        order: np.ndarray,
         sizes: list[int],
         *,
         rows: np.ndarray | None = None,
         track_loss: bool = False,
         in_order: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """One pass over the rows of X in ``order``, cut into batches of ``sizes``.
+        """One pass over the rows of X in ``order`` (int64), cut into batches of ``sizes``.
 
         ``rows`` (a window of a larger store) maps X's rows to the label rows (default: the same).
         ``in_order`` says that ``order`` is 0..N-1 (no shuffling): the torch kernel then uses float32
@@ -644,8 +694,12 @@ class Trainer:
             With ``track_loss``, per head the sum of its batch objectives over the batches where it
             stepped, and the number of those batches; else None.
         """
+        if self.use_kernel:
+            return self._epoch_kernel(order, sizes, rows=rows, track_loss=track_loss)
+        import torch
+
         dev, k, nb = self.device, self.k, len(sizes)
-        order = order.to(dev)
+        order = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(dev)
         label_rows = order if rows is None else torch.from_numpy(rows).to(dev).index_select(0, order)
         S_ord = self.S.index_select(0, label_rows).index_select(1, self._columns_t)  # (rows, heads)
         # label statistics of every batch, once per epoch: counts, validity, Adam step counts
@@ -671,19 +725,53 @@ class Trainer:
         )
         inv_p, inv_u, inv_b = inv.to(self.dt).index_select(1, batch_of_row).unbind(0)
         plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b[:, :1], objective=track_loss)
-        if self.X_kernel is not None:
-            z = self._epoch_fused(order, sizes, plan, valid, t)
-            if not track_loss:
-                return None
-            zs = torch.split(torch.from_numpy(z).t(), sizes)
-            coefs = batch_coefficients(plan, sizes)
-            objectives = [self.fused.objective(zs[j], coefs[j]) for j in range(nb)]
-            loss_sum = torch.cat(objectives).double().mul(vf).sum(0)
-            return loss_sum.cpu().numpy(), vf.sum(0).cpu().numpy()
         return self._epoch_torch(order, sizes, plan, valid, vf, t, track_loss=track_loss, in_order=in_order)
 
+    def _epoch_kernel(
+        self, order: np.ndarray, sizes: list[int], *, rows: np.ndarray | None, track_loss: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`epoch` with the numba kernels: the torch kernel's label statistics, in numpy."""
+        k, nb = self.k, len(sizes)
+        label_rows = order if rows is None else rows[order]
+        S_ord = self.S_np[label_rows][:, self.columns]  # (rows, heads)
+        sizes_a = np.asarray(sizes, dtype=np.int64)
+        at_ends = np.cumsum(S_ord, axis=0, dtype=np.float64)[np.cumsum(sizes_a) - 1]
+        n_p = np.diff(at_ends, axis=0, prepend=np.zeros((1, k)))
+        n_u = sizes_a[:, None] - n_p
+        valid = ~self.is_pu_np | ((n_p > 0) & (n_u > 0))
+        vf = valid.astype(np.float64)
+        t = self.steps + vf.cumsum(0)  # each head's Adam step count after each batch
+        self.steps = t[-1].copy()
+        self.skipped += (1 - vf).sum(0)
+        self.batches_per_epoch = nb
+
+        batch_of_row = np.repeat(np.arange(nb), sizes_a)
+        inv_p = np.where(valid, 1 / np.maximum(n_p, 1), 0.0).astype(np.float32)[batch_of_row]
+        inv_u = np.where(valid, 1 / np.maximum(n_u, 1), 0.0).astype(np.float32)[batch_of_row]
+        inv_b = (1 / sizes_a).astype(np.float32)[batch_of_row, None]
+        plan = self.fused.plan(S_ord, inv_p, inv_u, inv_b, objective=track_loss)
+        z = self._epoch_fused(order, sizes, plan, valid, t)
+        if not track_loss:
+            return None
+        import torch
+
+        objective = self.cpu_objective()
+        zs = torch.split(torch.from_numpy(z).t(), sizes)
+        coefs = batch_coefficients({key: torch.from_numpy(v) for key, v in plan.items()}, sizes)
+        objectives = [objective.objective(zs[j], coefs[j]) for j in range(nb)]
+        loss_sum = torch.cat(objectives).double().mul(torch.from_numpy(vf)).sum(0)
+        return loss_sum.numpy(), vf.sum(0)
+
+    def cpu_objective(self) -> FusedObjective:
+        """The heads' objective on CPU tensors (the numba kernels' runs make it when they need it)."""
+        if self._cpu_objective is None:
+            import torch
+
+            self._cpu_objective = FusedObjective(self.losses, device=torch.device("cpu"))
+        return self._cpu_objective
+
     def _epoch_fused(
-        self, order: torch.Tensor, sizes: list[int], plan: dict, valid: torch.Tensor, t: torch.Tensor
+        self, order: np.ndarray, sizes: list[int], plan: dict, valid: np.ndarray, t: np.ndarray
     ) -> np.ndarray:
         """The epoch as one call of the fused kernel (:func:`impulses.pu.kernels.train_epoch`); the logits (K, N)."""
         from impulses.pu.kernels import train_epoch, train_epoch_wide
@@ -695,24 +783,26 @@ class Trainer:
         coefficients = {}
         for key in ("r", "normal", "corrected", "u", "neg_v"):  # heads-major (K, N): contiguous per head
             if key in plan:
-                coefficients[key] = np.ascontiguousarray(plan[key].t().numpy())
+                coefficients[key] = np.ascontiguousarray(plan[key].T)
             else:
                 zeros = zeros if zeros is not None else np.zeros((self.k, len(order)), dtype=np.float32)
                 coefficients[key] = zeros
         z = np.zeros((self.k, len(order)), dtype=np.float32)  # batches no head learns from stay 0
+        with np.errstate(divide="ignore"):  # t = 0 (a head that has not stepped yet): unused
+            step_size = (self.lr / (1 - beta1**t)).astype(np.float32)
         run(
             self.X_kernel,
-            order.numpy(),
+            np.ascontiguousarray(order, dtype=np.int64),
             sizes,
-            self.theta.numpy(),
-            self.exp_avg.numpy(),
-            self.exp_avg_sq.numpy(),
+            self.theta,
+            self.exp_avg,
+            self.exp_avg_sq,
             coefficients,
-            is_pu=self.is_pu.numpy(),
-            neg_beta=self.fused.neg_beta[0].numpy(),
-            valid=valid.numpy(),
-            step_size=(self.lr / (1 - beta1**t)).float().numpy(),
-            bc2_sqrt=(1 - beta2**t).clamp(min=1e-300).sqrt().float().numpy(),
+            is_pu=self.is_pu_np,
+            neg_beta=np.ascontiguousarray(self.fused.neg_beta[0]),
+            valid=valid,
+            step_size=step_size,
+            bc2_sqrt=np.sqrt(np.maximum(1 - beta2**t, 1e-300)).astype(np.float32),
             betas=self.betas,
             eps=self.eps,
             z=z,
@@ -737,6 +827,8 @@ class Trainer:
         Each step gathers the batch into a buffer, then addmm, closed-form gradient, mm, Adam (the
         fused kernel where all heads share a step count).
         """
+        import torch
+
         dev, k, nb = self.device, self.k, len(sizes)
         # batches where every head steps with the same count use the fused kernel (one op)
         uniform = (valid.all(1) & (t == t[:, :1]).all(1)).tolist() if self.use_fused_adam else [False] * nb
@@ -783,6 +875,8 @@ class Trainer:
 
     def _adam_rows(self, valid: torch.Tensor, vf: torch.Tensor, t: torch.Tensor) -> list[list[torch.Tensor]]:
         """Per-batch (K, 1) columns of the masked Adam update: moment weights, step sizes, bias corrections."""
+        import torch
+
         beta1, beta2 = self.betas
         step_size = torch.where(valid, self.lr / (1 - beta1**t), 0.0)
         inv_bc2_sqrt = torch.where(t > 0, 1 / (1 - beta2**t).clamp(min=1e-300).sqrt(), 1.0)
@@ -791,6 +885,8 @@ class Trainer:
 
     def _adam_masked(self, rows: list[list[torch.Tensor]], j: int) -> None:
         """torch.optim.Adam's update per head; weight = step = 0 leaves a skipped head untouched."""
+        import torch
+
         w1, w2, step, inv_bc2_sqrt = (r[j] for r in rows)
         self.exp_avg.lerp_(self.grad, w1)
         torch.mul(self.grad, self.grad, out=self.g2)
@@ -802,16 +898,21 @@ class Trainer:
 
     def evaluate(self, X_test: torch.Tensor, y: np.ndarray) -> dict[str, Any]:
         """Test AUC, F1, accuracy (decision at logit 0) and objective (true labels as s) of every head."""
+        import torch
+
         from impulses.pu.metrics import fast_auc
 
-        z = torch.addmm(self.theta[:, self.d], X_test.to(self.dt), self.theta[:, : self.d].t())
-        yt = torch.as_tensor(y, dtype=self.dt, device=z.device).unsqueeze(1).expand_as(z)
+        theta = torch.from_numpy(self.theta) if self.use_kernel else self.theta
+        fused = self.cpu_objective() if self.use_kernel else self.fused
+        dt = torch.float32
+        z = torch.addmm(theta[:, self.d], X_test.to(dt), theta[:, : self.d].t())
+        yt = torch.as_tensor(y, dtype=dt, device=z.device).unsqueeze(1).expand_as(z)
         n_p = yt.sum(0, keepdim=True)
         n_u = yt.shape[0] - n_p
         inv_p = torch.where(n_p > 0, 1 / n_p.clamp(min=1), 0.0).expand_as(z)
         inv_u = torch.where(n_u > 0, 1 / n_u.clamp(min=1), 0.0).expand_as(z)
-        inv_b = torch.full((z.shape[0], 1), 1 / z.shape[0], dtype=self.dt, device=z.device)
-        test_loss = self.fused.objective(z, self.fused.plan(yt, inv_p, inv_u, inv_b, objective=True))[0]
+        inv_b = torch.full((z.shape[0], 1), 1 / z.shape[0], dtype=dt, device=z.device)
+        test_loss = fused.objective(z, fused.plan(yt, inv_p, inv_u, inv_b, objective=True))[0]
         scores = z.cpu().numpy()
         pred = scores > 0
         pos = y.astype(bool)[:, None]
@@ -827,5 +928,5 @@ class Trainer:
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The heads' weights (D, K) and biases (K,) as float32 numpy arrays."""
-        theta = self.theta.float().cpu()
-        return theta[:, : self.d].t().numpy().copy(), theta[:, self.d].numpy().copy()
+        theta = host(self.theta).astype(np.float32, copy=False)
+        return theta[:, : self.d].T.copy(), theta[:, self.d].copy()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +16,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 import impulses.pu.kernels as kernels_module
 import impulses.pu.trainer as trainer_module
 from impulses.errors import ImpulsesError, ParameterError
+from impulses.pu.generator import TorchStream
 from impulses.pu.heads import HeadSpec, load_heads, save_heads, store_encoder, train_heads
 from impulses.pu.losses import LOSSES
 from impulses.pu.sweep import head_grid
@@ -89,7 +96,10 @@ def test_linear_init_is_torch_default_linear_init() -> None:
         torch.manual_seed(seed)
         lin = torch.nn.Linear(33, 1)
         w, b = linear_init(33, seed)
-        assert torch.equal(lin.weight[0].detach(), w) and torch.equal(lin.bias.detach(), b)
+        assert w.dtype == b.dtype == np.float32
+        assert np.array_equal(lin.weight[0].detach().numpy(), w) and np.array_equal(
+            lin.bias.detach().numpy(), b
+        )
 
 
 @pytest.mark.parametrize(
@@ -184,27 +194,31 @@ def test_k_heads_together_equal_each_head_trained_alone(kernel: str, monkeypatch
 
 
 def test_epoch_order_is_a_fresh_permutation_each_epoch() -> None:
-    gen = torch.Generator().manual_seed(0)
+    gen = TorchStream(0)
     first, sizes = _epoch_order(1000, 256, gen, None)
     second, _ = _epoch_order(1000, 256, gen, None)
     assert sizes == [256, 256, 256, 232]
     assert sorted(first.tolist()) == list(range(1000)) and sorted(second.tolist()) == list(range(1000))
-    assert not torch.equal(first, second)
+    assert not np.array_equal(first, second)
+    # the orders torch.randperm draws from a generator seeded the same way
+    torch_gen = torch.Generator().manual_seed(0)
+    assert np.array_equal(first, torch.randperm(1000, generator=torch_gen).numpy())
+    assert np.array_equal(second, torch.randperm(1000, generator=torch_gen).numpy())
 
 
 def test_stratified_batches_each_hold_their_share_of_positives() -> None:
     strata = np.zeros(1000, dtype=bool)
     strata[np.random.default_rng(0).choice(1000, 30, replace=False)] = True
-    order, sizes = _epoch_order(1000, 256, torch.Generator().manual_seed(0), strata)
+    order, sizes = _epoch_order(1000, 256, TorchStream(0), strata)
     assert sorted(order.tolist()) == list(range(1000))  # every row once
     assert len(sizes) == 4 and sum(sizes) == 1000
-    counts = [int(strata[b.numpy()].sum()) for b in torch.split(order, sizes)]
+    counts = [int(strata[b].sum()) for b in np.split(order, np.cumsum(sizes)[:-1])]
     assert counts == [8, 8, 7, 7]
     # fewer positives than batches: positives are drawn again so that every batch has one
     few = np.zeros(1000, dtype=bool)
     few[[3, 500]] = True
-    order, sizes = _epoch_order(1000, 100, torch.Generator().manual_seed(0), few)
-    assert [int(few[b.numpy()].sum()) for b in torch.split(order, sizes)] == [1] * 10
+    order, sizes = _epoch_order(1000, 100, TorchStream(0), few)
+    assert [int(few[b].sum()) for b in np.split(order, np.cumsum(sizes)[:-1])] == [1] * 10
 
 
 def test_stratified_training_never_skips() -> None:
@@ -564,16 +578,55 @@ def test_cuda_matches_cpu() -> None:
     assert np.all(np.isfinite(bf16.W))
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_kernel_threads_sleep_at_barriers_unless_the_user_chose(given, expected) -> None:
-    """Spinning OpenMP waits cost a time slice per barrier on a busy machine (85x slower, measured)."""
-    import os
-    import subprocess
-    import sys
+@pytest.mark.parametrize(
+    ("env", "others", "expected"),
+    [
+        ({}, 1, "PASSIVE"),  # other work runs: sleep at barriers (a spin waits for a descheduled thread)
+        ({}, None, "PASSIVE"),  # no way to tell: the safe choice
+        ({}, 0, None),  # idle machine: OpenMP's bounded spin (2x faster for one head)
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, 3, "ACTIVE"),  # the user's choice stands
+        ({"GOMP_SPINCOUNT": "1000"}, 3, None),
+    ],
+)
+def test_kernel_threads_sleep_at_barriers_when_other_work_runs(monkeypatch, env, others, expected) -> None:
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(kernels_module, "_others_running", lambda: others)
+    kernels_module._choose_wait_policy()
+    assert os.environ.get("OMP_WAIT_POLICY") == expected
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, impulses.pu.kernels; print(os.environ['OMP_WAIT_POLICY'])"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == expected
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="reads Linux's /proc/loadavg")
+def test_other_runnable_work_is_seen() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert kernels_module._others_running() >= 1
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_flushing_denormals_sets_and_restores_this_threads_mode() -> None:
+    tiny = np.array([1e-39], dtype=np.float32)  # a subnormal float32
+    before = kernels_module.flush_denormals(True)
+    if before is None:
+        pytest.skip("flushes only on x86-64 with numba")
+    try:
+        assert (tiny * np.float32(1.5))[0] == 0.0  # flushed
+    finally:
+        kernels_module.flush_denormals(before)
+    assert (tiny * np.float32(1.5))[0] > 0.0
+    assert kernels_module.flush_denormals(False) is False  # it was off again
+
+
+def test_heads_files_hold_what_only_torch_save_writes(tmp_path) -> None:
+    X, s, _ = pu_data(n=200)
+    result = train_heads(X, s, [HeadSpec("imbnnpu", 0.2)], epochs=1)
+    save_heads(tmp_path / "plain.pt", result, note="plain")
+    save_heads(tmp_path / "odd.pt", result, note=1 + 2j)  # complex: written by torch.save
+    assert load_heads(tmp_path / "plain.pt").meta["note"] == "plain"
+    odd = torch.load(tmp_path / "odd.pt", weights_only=False)
+    assert odd["note"] == 1 + 2j and np.array_equal(odd["W"].numpy(), result.W)
