@@ -1,6 +1,6 @@
 """`python -m impulses` runs the command-line interface."""
 
-from impulses.cli import main
+from impulses.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -100,3 +100,33 @@ def test_paths_print_as_typed(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert shown.code == 0, shown.stderr
     assert "[red]:smile:.h5" in shown.stdout and "😄" not in shown.stdout
     assert json.loads(cli("info", "[red]:smile:.h5", "--json").stdout)["rows"] == 2
+
+
+def test_the_process_entry_flushes_runs_exit_handlers_and_keeps_exit_codes(tmp_path) -> None:
+    """run() skips Python's module teardown after a command (0.25 s), nothing else."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys\n"
+        "from impulses.cli import run\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "sys.argv = ['impulses', *sys.argv[1:]]\n"
+        "run()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "train-head" in done.stdout
+    assert done.stdout.rstrip().endswith("exit handler ran")
+    missing = tmp_path / "missing.h5"
+    args = [
+        "train-head",
+        "--train",
+        str(missing),
+        "--labels",
+        str(tmp_path / "l.parquet"),
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and str(missing) in done.stderr
+    assert "exit handler ran" in done.stdout

@@ -8,9 +8,12 @@ imports (torch, timm, polars) happen inside the commands so ``--help`` stays fas
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import inspect
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -123,6 +126,29 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+def run() -> None:
+    """The process's entry (console script, ``python -m impulses``): :func:`main`, then a quick exit.
+
+    After a command returns, exit handlers run and output is flushed, then the process ends without
+    Python's teardown of its modules: with numba, LLVM, polars and h5py loaded that teardown takes
+    0.25 s (a sixth of a one-head train-head run) and frees only memory the OS takes back anyway.
+    An uncaught exception ends the process the usual way.
+    """
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):  # sys.exit("message") prints it, exit status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to say
+            stream.flush()
+    os._exit(code or 0)
 
 
 def _unwrap(doc: str) -> str:

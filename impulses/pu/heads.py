@@ -36,6 +36,7 @@ kernel choice lives in :mod:`impulses.pu.kernels`.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -85,6 +86,25 @@ class HeadSpec:
         return asdict(self)
 
 
+WIDEN_BYTES = 8 << 20  # the float32 buffer float16 blocks are widened into (cache- and page-fault-friendly)
+
+
+def _half_widener(rows: int, dim: int) -> tuple[int, Callable[[np.ndarray], np.ndarray]] | None:
+    """Rows per block and a float16 -> float32 converter into one reused buffer; None: numpy's cast.
+
+    numba's F16C loop is 20x numpy's cast; it is used where numba is already loaded, or where the
+    input is large enough to be worth loading it.
+    """
+    if "impulses.pu.kernels" not in sys.modules and rows < 100_000:
+        return None
+    from impulses.pu import kernels
+
+    if not kernels.AVAILABLE:
+        return None
+    buffer = np.empty((max(1, min(rows, WIDEN_BYTES // (4 * max(dim, 1)))), dim), dtype=np.float32)
+    return len(buffer), lambda block: kernels.widen_half(block, buffer)
+
+
 @dataclass
 class HeadsResult:
     """Trained heads: ``W`` (D, K), ``b`` (K,), the specs, per-head step/skip counts and the history.
@@ -116,8 +136,13 @@ class HeadsResult:
         """Logits (N, K) of every head; predictions are ``logits > 0``."""
         W, b = self.W.astype(np.float32, copy=False), self.b.astype(np.float32, copy=False)
         out = np.empty((len(X), self.W.shape[1]), dtype=np.float32)
-        for start in range(0, len(X), batch_rows):
-            block = np.asarray(host(X[start : start + batch_rows]), dtype=np.float32)
+        widener = (
+            _half_widener(len(X), self.W.shape[0]) if str(getattr(X, "dtype", "")) == "float16" else None
+        )
+        step, widen = widener if widener is not None else (batch_rows, None)
+        for start in range(0, len(X), step):
+            block = np.asarray(host(X[start : start + step]))
+            block = widen(block) if widen is not None else block.astype(np.float32, copy=False)
             np.matmul(block, W, out=out[start : start + len(block)])
             out[start : start + len(block)] += b
         return out
