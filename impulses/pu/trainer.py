@@ -406,6 +406,11 @@ def fit(
     gen = TorchStream(shuffle_seed) if shuffle else None
     strata = trainer.strata() if stratified else None
     history: list[dict[str, Any]] = []
+    if source is not None:
+        block_rows, window_blocks = window_plan(source, max_memory, batch_size, heads=len(losses))
+    else:
+        block_rows, window_blocks = max(trainer.n, 1), 1  # one window: the whole matrix, in memory
+    windowed = window_blocks < -(-trainer.n // block_rows)
     flush, flushed, threads_before, kernel_threads = False, None, None, None
     if kernel in ("fused", "wide"):
         from impulses.pu import kernels
@@ -415,6 +420,9 @@ def fit(
         default = min(available_cpus(), kernels.column_blocks(X.shape[1]))
         if kernel == "wide":  # its work units are rows (logits) and 64-column blocks (gradient)
             default = available_cpus()
+        elif windowed:  # the fused kernel reads features as fast as a core copies them: leave the
+            # reader thread a core (6 GiB, 2 GiB budget, 2 cores: 4.8 s per 2 epochs, 7.1 s sharing)
+            default = max(1, min(default, available_cpus() - 1))
         kernel_threads = kernels.set_threads(threads if threads is not None else default)
         flushed = kernels.flush_denormals(True)  # as the torch kernel does (below)
         prefetch = False
@@ -433,11 +441,6 @@ def fit(
         prefetch = device.type == "cpu" and torch.get_num_threads() == 1 and available_cpus() >= 2
     if prefetch:
         trainer._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="impulses-prefetch")
-    if source is not None:
-        block_rows, window_blocks = window_plan(source, max_memory, batch_size, heads=len(losses))
-    else:
-        block_rows, window_blocks = max(trainer.n, 1), 1  # one window: the whole matrix, in memory
-    windowed = window_blocks < -(-trainer.n // block_rows)
     buffers: list[np.ndarray] = []
     reader = ThreadPoolExecutor(1, thread_name_prefix="impulses-read") if windowed else None
     try:

@@ -123,6 +123,28 @@ def test_windows_train_deterministically_and_as_well_as_a_full_shuffle(tmp_path)
     assert np.corrcoef(za, zf)[0, 1] > 0.98
 
 
+def test_windowed_fused_runs_leave_the_reader_a_core(tmp_path, monkeypatch) -> None:
+    """The one-head kernel reads features as fast as a core copies them: the reader gets its own."""
+    import numba
+
+    import impulses.pu.trainer as trainer_module
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs numba's pool to hold two threads")
+    monkeypatch.setattr(trainer_module, "available_cpus", lambda: 2)
+    ds, X, s = pu_store(tmp_path, n=600, d=600, chunk=50)  # 3 column blocks: 2 threads in memory
+    in_memory = train_heads(X, s, HEADS[:1], epochs=1, batch_size=64)
+    windowed = train_heads(ds, s, HEADS[:1], epochs=1, batch_size=64, max_memory=4 * 50 * (1200 + 64) * 3)
+    assert windowed.config["window_rows"] == 150
+    assert in_memory.config["threads"] == 2 and windowed.config["threads"] == 1
+    assert (
+        train_heads(ds, s, HEADS[:1], epochs=1, max_memory=4 * 50 * (1200 + 64) * 3, threads=2).config[
+            "threads"
+        ]
+        == 2
+    )  # the user's choice stands
+
+
 def test_max_memory_is_validated(tmp_path) -> None:
     ds, _, s = pu_store(tmp_path, n=200)
     for bad in (0, -5, "lots", "0G", 1.5):
