@@ -82,6 +82,7 @@ def child(args: argparse.Namespace) -> None:
     """One run in this process: print a JSON line with its timings, memory and AUC."""
     import h5py
 
+    from impulses.embed.store import read_rows
     from impulses.pu.heads import HeadSpec, train_heads
     from impulses.pu.metrics import fast_auc
 
@@ -97,7 +98,7 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if args.mode == "memory":
         X = np.empty((n, ds.shape[1]), dtype=np.float16)
-        ds.read_direct(X)
+        read_rows(ds, 0, n, X)  # as train_heads(store) without max_memory reads it (preadv per chunk)
         t_read = time.perf_counter() - t0
         result = train_heads(X, s[:n], head, epochs=args.epochs, threads=args.threads)
     else:
