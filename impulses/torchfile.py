@@ -1,4 +1,4 @@
-"""torch.save's file format, written without torch, for plain values and numpy arrays.
+"""torch.save's file format, written and read without torch, for plain values and numpy arrays.
 
 ``heads.pt`` is read with ``torch.load(path, weights_only=True)``, but writing it with torch.save
 would import torch: about a second, as long as a one-head run trains with the numba kernels. The
@@ -18,6 +18,10 @@ Only dicts, lists, tuples, strings, numbers, booleans, None, numpy scalars (stor
 numbers) and numpy arrays of the dtypes in :data:`STORAGES` are written; anything else raises
 ``TypeError`` and the caller falls back to torch.save. Tests read every file back with
 ``torch.load(weights_only=True)`` and compare it with torch.save's.
+
+:func:`load` reads such files (ours or torch.save's) back, tensors as numpy arrays, with an
+unpickler that knows only the names above (as ``weights_only`` does, nothing else is imported or
+called); a file in any other form raises :class:`NotReadable`, and the caller asks torch.
 """
 
 from __future__ import annotations
@@ -151,3 +155,84 @@ def dump(payload: Any, file: Path | io.BufferedIOBase, archive: str = "archive")
             info.compress_type = zipfile.ZIP_STORED
             info.extra = _padding(archive_file.fp.tell(), info.filename)
             archive_file.writestr(info, content)
+
+
+class NotReadable(Exception):
+    """A file :func:`load` does not read (another format, or a name beyond tensors and plain values)."""
+
+
+_NAMES = {name: dtype for dtype, name in STORAGES.items()}
+
+
+class _StorageType:
+    """What the unpickler gives for ``torch.<Type>Storage``: the dtype of its storages."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+
+
+def _rebuild_tensor(
+    storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: Any
+) -> np.ndarray:  # requires_grad, hooks (and metadata) do not apply to arrays
+    """``torch._utils._rebuild_tensor_v2`` for numpy: the view it describes, copied, bounds checked."""
+    size, stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+    if any(n < 0 for n in size) or any(n < 0 for n in stride) or offset < 0:
+        raise NotReadable("a tensor with negative sizes or strides")
+    if all(size):
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+        if last >= len(storage):
+            raise NotReadable("a tensor outside its storage")
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=size, strides=[st * storage.itemsize for st in stride]
+    )
+    return np.array(view)
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(file)
+        self.archive, self.prefix = archive, prefix
+        self.storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return dict
+        if module == "torch" and name in _NAMES:
+            return _StorageType(_NAMES[name])
+        raise NotReadable(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise NotReadable(f"persistent id {pid!r}")
+        _, kind, key, _, numel = pid
+        if not isinstance(kind, _StorageType):
+            raise NotReadable("a storage of an unknown type")
+        if key not in self.storages:
+            data = self.archive.read(f"{self.prefix}/data/{key}")
+            if len(data) != int(numel) * kind.dtype.itemsize:
+                raise NotReadable(f"storage {key} holds {len(data)} bytes, not {numel} values")
+            self.storages[key] = np.frombuffer(data, dtype=kind.dtype.newbyteorder("<"))
+        return self.storages[key]
+
+
+def load(file: Path | str) -> Any:
+    """What :func:`dump` (or torch.save, for tensors and plain values) wrote; tensors as numpy arrays.
+
+    Raises:
+        NotReadable: not a zip archive of that format, a big-endian one, or a name it does not know.
+        OSError: the file cannot be read.
+    """
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+            prefix = names[0].split("/", 1)[0] if names and "/" in names[0] else None
+            if prefix is None or f"{prefix}/data.pkl" not in names:
+                raise NotReadable("no data.pkl")
+            if f"{prefix}/byteorder" in names and archive.read(f"{prefix}/byteorder") != b"little":
+                raise NotReadable("big-endian storages")
+            data = archive.read(f"{prefix}/data.pkl")
+            return _Unpickler(io.BytesIO(data), archive, prefix).load()
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+        raise NotReadable(str(err)) from None

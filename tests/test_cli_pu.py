@@ -412,6 +412,14 @@ def test_a_cpu_run_of_the_numba_kernels_never_imports_torch(task: DigitsTask, tm
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    # scoring a store with those heads does not import torch either
+    scores = tmp_path / "scores.parquet"
+    predict = ["predict", "--heads", str(out / "heads.pt"), "--store", str(task.test), "--out", str(scores)]
+    predicted = subprocess.run(
+        [sys.executable, "-c", code.replace(repr(args), repr(predict))], capture_output=True, text=True
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert pl.read_parquet(scores).height == 540
     # what it wrote is what torch.save would have: torch reads it, weights only
     payload = torch.load(out / "heads.pt", weights_only=True)
     result = json.loads(done.stdout)

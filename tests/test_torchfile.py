@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 
 import numpy as np
@@ -79,3 +80,80 @@ def test_the_same_payload_gives_the_same_bytes(tmp_path) -> None:
 def test_values_it_does_not_write_raise_type_error(tmp_path, value) -> None:
     with pytest.raises(TypeError):
         torchfile.dump({"x": value}, tmp_path / "x.pt")
+
+
+def test_load_reads_back_what_dump_wrote(tmp_path) -> None:
+    path = tmp_path / "ours.pt"
+    torchfile.dump(payload(), path)
+    back, expected = torchfile.load(path), payload()
+    for key in ("W", "b", "transposed", "same", "empty", "ints", "half", "flags"):
+        assert isinstance(back[key], np.ndarray) and back[key].dtype == expected[key].dtype, key
+        np.testing.assert_array_equal(back[key], expected[key])
+    assert back["transposed"].shape == (3, 4) and back["heads"] == expected["heads"]
+    assert back["numpy_scalars"] == [3.5, 4, True] and back["nested"] == expected["nested"]
+
+
+def test_load_reads_torch_saves_files(tmp_path) -> None:
+    W = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    torch.save(
+        {"W": W, "Wt": W.t(), "row": W[1], "b": torch.zeros(4, dtype=torch.float64), "n": [1, "x"]},
+        tmp_path / "t.pt",
+    )
+    back = torchfile.load(tmp_path / "t.pt")
+    np.testing.assert_array_equal(back["W"], W.numpy())
+    np.testing.assert_array_equal(back["Wt"], W.t().numpy())  # a strided view of a shared storage
+    np.testing.assert_array_equal(back["row"], W[1].numpy())  # a storage offset
+    assert back["b"].dtype == np.float64 and back["n"] == [1, "x"]
+
+
+def test_load_refuses_names_beyond_tensors_and_never_calls_them(tmp_path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("still here")
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.remove, (str(marker),))
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"W": Evil()}, protocol=2))
+    with pytest.raises(torchfile.NotReadable, match="remove"):
+        torchfile.load(evil)
+    assert marker.exists()
+    # a torch.nn.Parameter is a name torch.load knows and this reader does not: torch reads it
+    torch.save({"p": torch.nn.Parameter(torch.ones(2))}, tmp_path / "param.pt")
+    with pytest.raises(torchfile.NotReadable):
+        torchfile.load(tmp_path / "param.pt")
+    (tmp_path / "text.pt").write_text("not a zip")
+    with pytest.raises(torchfile.NotReadable):
+        torchfile.load(tmp_path / "text.pt")
+
+
+def test_load_refuses_a_tensor_outside_its_storage(tmp_path) -> None:
+    path = tmp_path / "short.pt"
+    torchfile.dump({"W": np.zeros((4, 4), dtype=np.float32)}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+    records["archive/data/0"] = records["archive/data/0"][:16]  # 4 values where 16 belong
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in records.items():
+            archive.writestr(name, content)
+    with pytest.raises(torchfile.NotReadable, match="bytes"):
+        torchfile.load(path)
+
+
+def test_load_refuses_a_shape_larger_than_its_storage(tmp_path) -> None:
+    path = tmp_path / "tall.pt"
+    torchfile.dump({"W": np.zeros((4, 4), dtype=np.float32)}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+    shape = b"K\x04K\x04\x86"  # the pickled (4, 4)
+    assert records["archive/data.pkl"].count(shape) == 1
+    records["archive/data.pkl"] = records["archive/data.pkl"].replace(shape, b"K\x08K\x04\x86")
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in records.items():
+            archive.writestr(name, content)
+    with pytest.raises(torchfile.NotReadable, match="outside"):
+        torchfile.load(path)

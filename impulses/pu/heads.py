@@ -651,7 +651,10 @@ def save_heads(path: str | Path, result: HeadsResult, **meta: Any) -> Path:
 
 
 def read_heads_file(path: str | Path) -> dict[str, Any]:
-    """The raw payload of a file written by :func:`save_heads` (tensors ``W``, ``b``; specs as dicts).
+    """The raw payload of a file written by :func:`save_heads`: specs as dicts, ``W`` and ``b`` as arrays.
+
+    The file is read without torch (:func:`impulses.torchfile.load`); one in a form only torch reads
+    gives tensors.
 
     Raises:
         ImpulsesError: the file is missing, not a heads file, or of another version.
@@ -660,9 +663,12 @@ def read_heads_file(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ImpulsesError(f"{path}: no such heads file")
     try:
-        import torch
+        try:
+            payload = torchfile.load(path)  # without importing torch (a second); tensors as arrays
+        except torchfile.NotReadable:
+            import torch
 
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors of every kind mean "not our file"
         raise ImpulsesError(
             f"{path}: not a heads file written by impulses train-head ({type(err).__name__})"
@@ -687,8 +693,8 @@ def load_heads(path: str | Path) -> HeadsResult:
     k = int(payload["W"].shape[1])
     known = {"format", "version", "W", "b", "dim", "heads", "training", *_RESULT_KEYS}
     return HeadsResult(
-        W=payload["W"].float().numpy(),
-        b=payload["b"].float().numpy(),
+        W=np.asarray(host(payload["W"]), dtype=np.float32),
+        b=np.asarray(host(payload["b"]), dtype=np.float32),
         heads=[HeadSpec(**spec) for spec in payload["heads"]],
         steps=np.asarray(payload.get("steps", [0] * k), dtype=np.int64),
         skipped_batches=np.asarray(payload.get("skipped_batches", [0] * k), dtype=np.int64),
