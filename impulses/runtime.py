@@ -114,8 +114,10 @@ def _no_cuda_driver() -> bool:
         return True
     if not sys.platform.startswith("linux"):
         return False  # Windows: ask torch
-    # the NVIDIA kernel driver, or WSL's GPU bridge (its libcuda talks to /dev/dxg)
-    return not (os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg"))
+    # the NVIDIA driver (or its device files in a container), WSL's GPU bridge (its libcuda talks to
+    # /dev/dxg), or AMD's ROCm driver (torch's ROCm builds answer torch.cuda.is_available() too)
+    drivers = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
+    return not any(os.path.exists(path) for path in drivers)
 
 
 def light_device(name: Any = "auto") -> Any:

@@ -137,3 +137,14 @@ def test_is_tensor_without_importing_torch(monkeypatch) -> None:
     assert is_tensor(torch.zeros(1)) and not is_tensor(np.zeros(1))
     monkeypatch.delitem(sys.modules, "torch")
     assert not is_tensor(np.zeros(1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's driver files")
+@pytest.mark.parametrize(
+    "present", [(), ("/proc/driver/nvidia",), ("/dev/nvidiactl",), ("/dev/dxg",), ("/dev/kfd",)]
+)
+def test_a_gpu_driver_file_sends_auto_to_torch(monkeypatch, present) -> None:
+    from impulses import runtime
+
+    monkeypatch.setattr(runtime.os.path, "exists", lambda path: path in present)
+    assert runtime._no_cuda_driver() is (not present)
