@@ -118,8 +118,8 @@ def train_head_command(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="CPU threads. Fused kernel: default all cores, at most one per 256 feature columns "
-            "(the weights do not depend on it). "
+            help="CPU threads. Fused kernel: default all cores, at most one per 256 feature columns, "
+            "one fewer with --max-memory windows (their reader gets a core; the weights do not depend on it). "
             "Torch kernel: default 1 for small sweeps, torch's setting for large ones; on a machine "
             "shared with other jobs, 1 is often much faster."
         ),

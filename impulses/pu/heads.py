@@ -435,7 +435,7 @@ def train_heads(
     ``kernel`` picks how a CPU step reads its batch. ``"fused"``: numba kernels read the shuffled rows
     where they lie and multiply them with every head's weights on the way (no gathered copy, float16
     widened in registers), on ``threads`` cores (default: the cores this process may use, at most
-    one per 256 feature columns); the weights are
+    one per 256 feature columns, one fewer when a store is read in windows on a thread); the weights are
     the same bit for bit whatever the thread count, and head k's do not depend on the other heads
     (:mod:`impulses.pu.kernels`). ``"wide"``: the fused kernel with 4 rows x 4 heads register tiles,
     for many heads; each head within 1e-6 (relative) of the same head trained alone. ``"torch"``: the
