@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -149,6 +150,13 @@ def is_tensor(value: Any) -> bool:
     """True for a torch tensor (without importing torch: none can exist before it is imported)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def as_numpy(value: Any, dtype: Any = None) -> np.ndarray:
+    """``value`` (a torch tensor on any device, an array, a list) as a numpy array, without a copy where it is one."""
+    if is_tensor(value):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
 
 
 def _writable(folder: Path) -> bool:

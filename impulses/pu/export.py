@@ -39,6 +39,7 @@ import numpy as np
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.files import file_sha256
+from impulses.runtime import as_numpy, is_tensor
 
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
@@ -436,19 +437,13 @@ def _head_name(result: HeadsResult, k: int) -> str:
 
 def _checked_arrays(result: HeadsResult) -> tuple[np.ndarray, np.ndarray, list[HeadSpec]]:
     """``W`` (D, K), ``b`` (K,) as float32 numpy and the K specs, or a ParameterError on mismatch."""
-    W, b = _numpy(result.W), _numpy(result.b)
+    W, b = as_numpy(result.W), as_numpy(result.b)
     specs = _specs(result)
     if W.ndim != 2 or b.shape != (W.shape[1],) or len(specs) != W.shape[1]:
         raise ParameterError(
             "result", f"has W {W.shape}, b {b.shape} and {len(specs)} spec(s); expected (D, K), (K,) and K"
         )
     return W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), specs
-
-
-def _numpy(array: Any) -> np.ndarray:
-    if hasattr(array, "detach"):  # a torch tensor
-        array = array.detach().cpu().numpy()
-    return np.asarray(array)
 
 
 def _as_result(result: HeadsResult | str | Path) -> HeadsResult:
@@ -498,7 +493,7 @@ def _per_head(values: Any, k: int) -> list[int]:
     """K ints from a per-head count array, zeros where there is none."""
     if values is None:
         return [0] * k
-    array = _numpy(values).reshape(-1)
+    array = as_numpy(values).reshape(-1)
     return [int(v) for v in array] if len(array) == k else [0] * k
 
 
@@ -540,8 +535,8 @@ def _jsonable(value: Any, where: str) -> Any:
         return float(value) if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, np.ndarray) or hasattr(value, "detach"):
-        return _jsonable(_numpy(value).tolist(), where)
+    if isinstance(value, np.ndarray) or is_tensor(value):
+        return _jsonable(as_numpy(value).tolist(), where)
     if isinstance(value, Mapping):
         return {str(key): _jsonable(item, f"{where}[{key!r}]") for key, item in value.items()}
     if isinstance(value, (list, tuple)):

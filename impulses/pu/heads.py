@@ -49,8 +49,8 @@ from impulses import torchfile
 from impulses.atomic import atomic_path
 from impulses.errors import ImpulsesError, ParameterError
 from impulses.pu.losses import SURROGATES, HeadLoss, check_prior, get_loss
-from impulses.pu.trainer import FeatureSource, fit, host, parse_bytes, resolve_feature_dtype, window_plan
-from impulses.runtime import as_torch_device, is_tensor, light_device
+from impulses.pu.trainer import FeatureSource, fit, parse_bytes, resolve_feature_dtype, window_plan
+from impulses.runtime import as_numpy, as_torch_device, is_tensor, light_device
 
 if TYPE_CHECKING:
     import torch
@@ -141,7 +141,7 @@ class HeadsResult:
         )
         step, widen = widener if widener is not None else (batch_rows, None)
         for start in range(0, len(X), step):
-            block = np.asarray(host(X[start : start + step]))
+            block = as_numpy(X[start : start + step])
             block = widen(block) if widen is not None else block.astype(np.float32, copy=False)
             np.matmul(block, W, out=out[start : start + len(block)])
             out[start : start + len(block)] += b
@@ -201,7 +201,7 @@ class HeadsResult:
         from impulses.pu.calibration import PUPlatt
 
         logits = self.decision_function(X_val)
-        lab = np.asarray(host(s_val))
+        lab = as_numpy(s_val)
         lab = lab[:, None] if lab.ndim == 1 else lab
         if lab.ndim != 2 or lab.shape[0] != len(logits):
             raise ParameterError(
@@ -324,7 +324,7 @@ class HeadsResult:
 
 def _label_matrix(s: ArrayLike, heads: Sequence[HeadSpec], n: int) -> tuple[np.ndarray, list[int]]:
     """Labels as (N, C) float32 and each head's column index, validated."""
-    lab = np.asarray(host(s))
+    lab = as_numpy(s)
     if lab.ndim == 1:
         lab = lab[:, None]
     if lab.ndim != 2 or lab.shape[0] != n:
@@ -477,8 +477,7 @@ def train_heads(
     max_memory = parse_bytes(max_memory)
     heads = list(heads)
     if rows is not None or max_memory is not None or not (isinstance(X, np.ndarray) or is_tensor(X)):
-        if is_tensor(X):
-            X = X.detach().cpu().numpy()
+        X = as_numpy(X) if is_tensor(X) else X
         X = X if isinstance(X, FeatureSource) and rows is None else FeatureSource(X, rows)
         window_plan(X, max_memory, batch_size, heads=len(heads))  # max_memory's errors before any work
     if X.ndim != 2:
@@ -693,8 +692,8 @@ def load_heads(path: str | Path) -> HeadsResult:
     k = int(payload["W"].shape[1])
     known = {"format", "version", "W", "b", "dim", "heads", "training", *_RESULT_KEYS}
     return HeadsResult(
-        W=np.asarray(host(payload["W"]), dtype=np.float32),
-        b=np.asarray(host(payload["b"]), dtype=np.float32),
+        W=as_numpy(payload["W"], np.float32),
+        b=as_numpy(payload["b"], np.float32),
         heads=[HeadSpec(**spec) for spec in payload["heads"]],
         steps=np.asarray(payload.get("steps", [0] * k), dtype=np.int64),
         skipped_batches=np.asarray(payload.get("skipped_batches", [0] * k), dtype=np.int64),

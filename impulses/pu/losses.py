@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from impulses.errors import ParameterError
+from impulses.runtime import as_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -119,9 +120,7 @@ def check_prior(prior: Prior | None, name: str = "prior", *, param: str | None =
     where = "" if param is None else f"{name} "
     if prior is None:
         raise ParameterError(param or name, f"{where}is required by the PU losses (a value in (0, 1))")
-    if hasattr(prior, "detach"):  # a torch tensor, maybe on a GPU
-        prior = prior.detach().cpu().numpy()
-    values = np.asarray(prior, dtype=np.float64).reshape(-1)
+    values = as_numpy(prior, np.float64).reshape(-1)
     bad = values[(values <= 0) | (values >= 1) | ~np.isfinite(values)]
     if bad.size:
         raise ParameterError(param or name, f"{where}{bad[0]:g} is not in (0, 1)")

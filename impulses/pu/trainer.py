@@ -35,7 +35,7 @@ from impulses.embed.store import finite_mask, read_rows
 from impulses.errors import ParameterError, StoreError
 from impulses.pu.generator import TorchStream
 from impulses.pu.losses import FusedObjective, HeadLoss, get_loss
-from impulses.runtime import as_torch_device, is_tensor
+from impulses.runtime import as_numpy, as_torch_device, is_tensor
 
 if TYPE_CHECKING:
     import torch
@@ -94,9 +94,7 @@ def features(X: ArrayLike, device: Any, dtype: str) -> torch.Tensor:
 
 def host_features(X: ArrayLike, dtype: str) -> np.ndarray:
     """X (N, D) as a C-contiguous numpy array in ``dtype``, without a copy when it already is."""
-    if is_tensor(X):
-        X = X.detach().cpu().numpy()
-    return np.ascontiguousarray(X, dtype=np.dtype(dtype))
+    return np.ascontiguousarray(as_numpy(X), dtype=np.dtype(dtype))
 
 
 def epoch_order(
@@ -504,19 +502,14 @@ def fit(
     return FitResult(
         W=W,
         b=b,
-        steps=host(trainer.steps).astype(np.int64),
-        skipped_batches=host(trainer.skipped).astype(np.int64),
+        steps=as_numpy(trainer.steps).astype(np.int64),
+        skipped_batches=as_numpy(trainer.skipped).astype(np.int64),
         batches_per_epoch=trainer.batches_per_epoch,
         history=history,
         prefetch=bool(prefetch),
         threads=kernel_threads or (torch.get_num_threads() if threads is None else threads),
         window_rows=min(trainer.n, block_rows * window_blocks) if windowed else None,
     )
-
-
-def host(values: Any) -> np.ndarray:
-    """``values`` as a numpy array (a torch tensor is copied off its device)."""
-    return values if isinstance(values, np.ndarray) else values.detach().cpu().numpy()
 
 
 def batch_coefficients(plan: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
@@ -931,5 +924,5 @@ class Trainer:
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """The heads' weights (D, K) and biases (K,) as float32 numpy arrays."""
-        theta = host(self.theta).astype(np.float32, copy=False)
+        theta = as_numpy(self.theta).astype(np.float32, copy=False)
         return theta[:, : self.d].T.copy(), theta[:, self.d].copy()

@@ -630,3 +630,11 @@ def test_heads_files_hold_what_only_torch_save_writes(tmp_path) -> None:
     assert load_heads(tmp_path / "plain.pt").meta["note"] == "plain"
     odd = torch.load(tmp_path / "odd.pt", weights_only=False)
     assert odd["note"] == 1 + 2j and np.array_equal(odd["W"].numpy(), result.W)
+
+
+def test_labels_may_be_lists_arrays_or_tensors() -> None:
+    X, s, _ = pu_data(n=200)
+    head = [HeadSpec("nnpu", 0.2)]
+    from_array = train_heads(X, s, head, epochs=1)
+    for labels in (s.tolist(), torch.from_numpy(np.asarray(s))):
+        np.testing.assert_array_equal(train_heads(X, labels, head, epochs=1).W, from_array.W)
